@@ -1,0 +1,34 @@
+//! gitlab-gcs-signer core: keyless (and keyed) Google Cloud Storage signed
+//! URLs for GitLab on GKE Workload Identity.
+//!
+//! One concern per module:
+//! - [`v4`], [`v2`], [`encoding`]: the signed-URL formats (pure functions).
+//! - [`blob`]: the signer abstraction (string-to-sign in, signature out).
+//! - [`credentials`]: Application Default Credentials, one file per source.
+//! - [`token`]: the one shared access token per credential and process.
+//! - [`iam`]: the IAM Credentials `signBlob` client; [`retry`]: its backoff.
+//! - [`cache`]: the signed-URL cache that coalesces concurrent misses.
+//! - [`runtime`]: the per-process (fork-aware) tokio runtime and HTTP client.
+//! - [`signer`]: ties them together behind [`signer::UrlSigner`].
+//!
+//! No Ruby types live here; `ext/gitlab_gcs_signer` is the binding.
+
+pub mod blob;
+pub mod cache;
+pub mod cancel;
+pub mod clock;
+pub mod credentials;
+pub mod encoding;
+pub mod error;
+pub mod iam;
+pub mod request;
+pub mod retry;
+pub mod runtime;
+pub mod signer;
+pub mod token;
+pub mod v2;
+pub mod v4;
+
+pub use error::{Error, ErrorKind, Result};
+pub use request::{UrlRequest, UrlStyle, Version};
+pub use signer::UrlSigner;

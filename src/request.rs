@@ -1,0 +1,268 @@
+//! What a caller asks for: one signed URL, described without any notion of
+//! time. Everything here shapes the URL, so everything here is in the cache
+//! key ([`UrlRequest::cache_key`]); time (signing date, expiry) is not.
+
+use crate::error::{Error, Result};
+
+/// Google's default endpoint for both V2 and V4 URLs.
+pub const DEFAULT_HOST: &str = "storage.googleapis.com";
+
+/// The longest life a V4 URL may have (7 days), Google's limit.
+pub const V4_MAX_EXPIRES: i64 = 604_800;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    V2,
+    V4,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UrlStyle {
+    /// `https://host/bucket/object`
+    Path,
+    /// `https://bucket.host/object`
+    VirtualHosted,
+    /// `https://bound-hostname/object` (a CNAME or load balancer bound to the bucket)
+    BucketBound(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlRequest {
+    pub version: Version,
+    /// Upper-case HTTP verb (`GET`, `PUT`, `DELETE`, `HEAD`, `POST`, `RESUMABLE` for V4).
+    pub method: String,
+    pub bucket: String,
+    pub object: String,
+    /// Headers the client must send. V4 signs them all; V2 signs
+    /// `Content-MD5`, `Content-Type` and `x-goog-*` ones, as fog-google does.
+    pub headers: Vec<(String, String)>,
+    /// Extra query parameters, in the caller's order (V2 keeps that order in
+    /// the URL, V4 sorts them).
+    pub query: Vec<(String, String)>,
+    /// `https` or `http`.
+    pub scheme: String,
+    /// Endpoint host, optionally with a port (`localhost:8080`); `None` means
+    /// [`DEFAULT_HOST`].
+    pub host: Option<String>,
+    pub style: UrlStyle,
+    /// V2 only: the `bucket/object` path exactly as it must appear in the URL
+    /// (already percent-encoded). The fog shim passes the installed
+    /// fog-google's own encoding here; `None` means fog-google 1.15's.
+    pub v2_path: Option<String>,
+}
+
+impl UrlRequest {
+    /// A GET request for `bucket/object` with every other field at its default.
+    pub fn new(version: Version, bucket: impl Into<String>, object: impl Into<String>) -> Self {
+        UrlRequest {
+            version,
+            method: "GET".into(),
+            bucket: bucket.into(),
+            object: object.into(),
+            headers: Vec::new(),
+            query: Vec::new(),
+            scheme: "https".into(),
+            host: None,
+            style: UrlStyle::Path,
+            v2_path: None,
+        }
+    }
+
+    /// The endpoint host (with its port, if any).
+    pub fn host(&self) -> &str {
+        self.host.as_deref().unwrap_or(DEFAULT_HOST)
+    }
+
+    /// Checks what no signature can fix: the caller gets `ArgumentError`.
+    pub fn validate(&self) -> Result<()> {
+        if self.bucket.is_empty() {
+            return Err(Error::invalid("bucket must not be empty"));
+        }
+        if self.bucket.len() > 222 {
+            return Err(Error::invalid("bucket name is longer than 222 characters"));
+        }
+        if self.bucket.chars().any(|c| c == '/' || c.is_control() || c.is_whitespace()) {
+            return Err(Error::invalid(format!(
+                "bucket {:?} is not a valid bucket name (no slashes, spaces or control characters)",
+                self.bucket
+            )));
+        }
+        if self.object.is_empty() {
+            return Err(Error::invalid("object must not be empty"));
+        }
+        if self.object.len() > 1024 {
+            return Err(Error::invalid(
+                "object name is longer than 1024 bytes, the Cloud Storage limit",
+            ));
+        }
+        if self.object.chars().any(|c| c == '\r' || c == '\n') {
+            return Err(Error::invalid(
+                "object name contains a carriage return or line feed, which Cloud Storage forbids",
+            ));
+        }
+        if self.method.is_empty() || !self.method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(Error::invalid(format!(
+                "method {:?} is not an upper-case HTTP verb such as GET, PUT, DELETE or HEAD",
+                self.method
+            )));
+        }
+        if self.scheme != "https" && self.scheme != "http" {
+            return Err(Error::invalid(format!(
+                "scheme {:?} is not \"https\" or \"http\"",
+                self.scheme
+            )));
+        }
+        if let Some(host) = &self.host {
+            validate_host("host", host)?;
+        }
+        if let UrlStyle::BucketBound(h) = &self.style {
+            validate_host("bucket_bound_hostname", h)?;
+        }
+        for (k, v) in &self.headers {
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                return Err(Error::invalid(format!("header name {k:?} is not a valid HTTP header name")));
+            }
+            if v.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+                return Err(Error::invalid(format!(
+                    "header {k:?} has a value with a line break or NUL byte"
+                )));
+            }
+        }
+        for (k, _) in &self.query {
+            if k.is_empty() {
+                return Err(Error::invalid("query parameter names must not be empty"));
+            }
+        }
+        if self.version == Version::V2 && self.style != UrlStyle::Path {
+            return Err(Error::invalid(
+                "V2 URLs are built in path style only (as fog-google does); use version: :v4 for other styles",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Everything that shapes the URL, except time, as one unambiguous
+    /// string: each field is length-prefixed so no two requests share a key.
+    /// The signing identity is prepended by the cache.
+    pub fn cache_key(&self) -> String {
+        let mut key = String::with_capacity(
+            64 + self.bucket.len() + self.object.len() + self.method.len(),
+        );
+        fn push(key: &mut String, s: &str) {
+            key.push_str(&s.len().to_string());
+            key.push(':');
+            key.push_str(s);
+        }
+        key.push_str(match self.version {
+            Version::V2 => "2",
+            Version::V4 => "4",
+        });
+        push(&mut key, &self.method);
+        push(&mut key, &self.scheme);
+        push(&mut key, self.host.as_deref().unwrap_or(""));
+        match &self.style {
+            UrlStyle::Path => key.push('p'),
+            UrlStyle::VirtualHosted => key.push('v'),
+            UrlStyle::BucketBound(h) => {
+                key.push('b');
+                push(&mut key, h);
+            }
+        }
+        push(&mut key, &self.bucket);
+        push(&mut key, &self.object);
+        match &self.v2_path {
+            None => key.push('-'),
+            Some(p) => push(&mut key, p),
+        }
+        key.push('h');
+        push(&mut key, &self.headers.len().to_string());
+        for (k, v) in &self.headers {
+            push(&mut key, k);
+            push(&mut key, v);
+        }
+        key.push('q');
+        push(&mut key, &self.query.len().to_string());
+        for (k, v) in &self.query {
+            push(&mut key, k);
+            push(&mut key, v);
+        }
+        key
+    }
+}
+
+fn validate_host(what: &str, host: &str) -> Result<()> {
+    let ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} {host:?} is not a host name with an optional port (e.g. \"storage.googleapis.com\" or \"127.0.0.1:8080\")"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_separates_fields_that_concatenate_alike() {
+        let mut a = UrlRequest::new(Version::V4, "ab", "c");
+        let mut b = UrlRequest::new(Version::V4, "a", "bc");
+        assert_ne!(a.cache_key(), b.cache_key());
+        a.query = vec![("k".into(), "v&x=y".into())];
+        b = UrlRequest::new(Version::V4, "ab", "c");
+        b.query = vec![("k".into(), "v".into()), ("x".into(), "y".into())];
+        assert_ne!(a.cache_key(), b.cache_key());
+    }
+
+    #[test]
+    fn cache_key_covers_every_field() {
+        let base = UrlRequest::new(Version::V2, "b", "o");
+        let variants: Vec<Box<dyn Fn(&mut UrlRequest)>> = vec![
+            Box::new(|r| r.version = Version::V4),
+            Box::new(|r| r.method = "PUT".into()),
+            Box::new(|r| r.scheme = "http".into()),
+            Box::new(|r| r.host = Some("h:1".into())),
+            Box::new(|r| r.style = UrlStyle::VirtualHosted),
+            Box::new(|r| r.style = UrlStyle::BucketBound("x".into())),
+            Box::new(|r| r.bucket = "c".into()),
+            Box::new(|r| r.object = "p".into()),
+            Box::new(|r| r.v2_path = Some("b/o".into())),
+            Box::new(|r| r.headers = vec![("a".into(), "b".into())]),
+            Box::new(|r| r.query = vec![("a".into(), "b".into())]),
+        ];
+        for change in variants {
+            let mut r = base.clone();
+            change(&mut r);
+            assert_ne!(r.cache_key(), base.cache_key(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn validation_rejects_bad_input() {
+        let ok = UrlRequest::new(Version::V4, "b", "o");
+        assert!(ok.validate().is_ok());
+        let bad: Vec<Box<dyn Fn(&mut UrlRequest)>> = vec![
+            Box::new(|r| r.bucket.clear()),
+            Box::new(|r| r.object.clear()),
+            Box::new(|r| r.bucket = "a/b".into()),
+            Box::new(|r| r.object = "a\nb".into()),
+            Box::new(|r| r.method = "get".into()),
+            Box::new(|r| r.scheme = "ftp".into()),
+            Box::new(|r| r.host = Some("a b".into())),
+            Box::new(|r| r.headers = vec![("x".into(), "a\r\nb".into())]),
+            Box::new(|r| r.object = "x".repeat(1025)),
+        ];
+        for change in bad {
+            let mut r = ok.clone();
+            change(&mut r);
+            let err = r.validate().unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{r:?}");
+        }
+    }
+}
