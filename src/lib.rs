@@ -25,6 +25,7 @@ pub mod request;
 pub mod retry;
 pub mod runtime;
 pub mod signer;
+pub mod stats;
 pub mod token;
 pub mod v2;
 pub mod v4;
