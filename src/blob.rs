@@ -32,4 +32,10 @@ pub trait BlobSigner: Send + Sync + std::fmt::Debug + 'static {
     /// True when signatures come from `signBlob`, whose Google-managed keys
     /// rotate: such signatures are only guaranteed for 12 hours.
     fn uses_sign_blob(&self) -> bool;
+
+    /// Access tokens fetched for this credential in this process (shared by
+    /// every signer of the same credential); 0 for local keys.
+    fn token_fetches(&self) -> u64 {
+        0
+    }
 }

@@ -1,0 +1,39 @@
+# frozen_string_literal: true
+
+# Builds the Rust extension. With the rb_sys gem installed, its mkmf helper
+# does the work; without it (RubyGems unreachable, Debian has no package,
+# field notes s.7), a plain Makefile runs cargo and installs the .so.
+require "mkmf"
+require "rbconfig"
+
+begin
+  require "rb_sys/mkmf"
+  create_rust_makefile("gitlab_gcs_signer/gitlab_gcs_signer")
+rescue LoadError
+  root = File.expand_path("../..", __dir__)
+  dlext = RbConfig::CONFIG["DLEXT"]
+  cargo = ENV.fetch("CARGO", "cargo")
+  target_dir = ENV.fetch("CARGO_TARGET_DIR", File.join(Dir.pwd, "target"))
+  built = File.join(target_dir, "release", "libgitlab_gcs_signer.so")
+  File.write("Makefile", <<~MAKE)
+    # Written by extconf.rb (no rb_sys gem): cargo builds, make installs.
+    sitearchdir ?= #{RbConfig::CONFIG['sitearchdir']}
+    RUBYARCHDIR ?= $(sitearchdir)
+    SO = gitlab_gcs_signer.#{dlext}
+
+    all: $(SO)
+
+    $(SO):
+    \tcd #{root} && #{cargo} build --release --locked -p gitlab-gcs-signer-ext --target-dir #{target_dir}
+    \tcp #{built} $(SO)
+
+    install: $(SO)
+    \tmkdir -p $(RUBYARCHDIR)/gitlab_gcs_signer
+    \tcp $(SO) $(RUBYARCHDIR)/gitlab_gcs_signer/$(SO)
+
+    clean:
+    \trm -rf $(SO) #{target_dir}
+
+    .PHONY: all install clean $(SO)
+  MAKE
+end

@@ -1,0 +1,20 @@
+//! The Ruby binding of gitlab-gcs-signer: argument conversion, GVL release
+//! and error mapping, one file each. No signing logic lives here; it is all
+//! in the core crate (`gcs_signer`).
+
+mod clock;
+mod convert;
+mod errors;
+mod nogvl;
+mod signer;
+
+use magnus::{prelude::*, Error, Ruby};
+
+#[magnus::init]
+fn init(ruby: &Ruby) -> Result<(), Error> {
+    let module = ruby.define_module("GitlabGcsSigner")?;
+    let native = module.define_module("Native")?;
+    signer::init(ruby, native)?;
+    clock::init(ruby, native)?;
+    Ok(())
+}

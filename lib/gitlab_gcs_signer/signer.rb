@@ -1,0 +1,209 @@
+# frozen_string_literal: true
+
+require "json"
+
+module GitlabGcsSigner
+  # Signs Google Cloud Storage URLs (V4 or V2) with Application Default
+  # Credentials: locally with a service-account key, or through the IAM
+  # Credentials signBlob API on GKE Workload Identity / GCE, with one shared
+  # token per process and a cache that makes repeated URLs free.
+  #
+  # Thread-safe and fork-safe: share one instance per process.
+  class Signer
+    # A URL may outlive what was asked by at most 10% of its lifetime and
+    # never by more than 5 minutes (README, "The cache").
+    CACHE_DEFAULTS = { extension_ratio: 0.1, max_extension: 300, max_entries: 20_000 }.freeze
+
+    VERSIONS = %i[v2 v4].freeze
+    URL_STYLES = %i[path virtual_hosted bucket_bound_hostname].freeze
+
+    attr_reader :identity
+
+    # credentials:            path to a JSON credentials file, its JSON text, or a Hash;
+    #                         nil discovers Application Default Credentials.
+    # service_account_email:  sign as this account (signBlob) instead of the discovered one.
+    # metadata_host:          default ENV["GCE_METADATA_HOST"], else 169.254.169.254.
+    # iam_endpoint:           default ENV["GCS_SIGNER_IAM_ENDPOINT"], else https://iamcredentials.googleapis.com.
+    # delegates:              service-account delegation chain for signBlob.
+    # cache:                  false, or a Hash with extension_ratio:, max_extension:, max_entries:.
+    # timeout:                seconds one call may take, retries included.
+    # max_sign_blob_per_minute, max_sign_blob_in_flight: the client-side quota guard.
+    def initialize(credentials: nil, service_account_email: nil, metadata_host: nil, iam_endpoint: nil,
+                   delegates: [], cache: {}, timeout: 10, max_sign_blob_per_minute: 6000,
+                   max_sign_blob_in_flight: 64, clock: nil)
+      @native = Native::Signer.new(
+        credentials_arg(credentials),
+        optional_string(service_account_email, :service_account_email),
+        optional_string(metadata_host, :metadata_host),
+        optional_string(iam_endpoint, :iam_endpoint),
+        Array(delegates).map { |d| string(d, :delegates) },
+        cache_arg(cache),
+        number(timeout, :timeout).to_f,
+        integer(max_sign_blob_per_minute, :max_sign_blob_per_minute, 1..1_000_000),
+        integer(max_sign_blob_in_flight, :max_sign_blob_in_flight, 1..10_000),
+        clock_arg(clock)
+      )
+      @identity = @native.identity
+    end
+
+    # Returns a signed URL valid for at least expires_in seconds (or until
+    # expires_at) for exactly the request described.
+    def signed_url(**request)
+      @native.signed_url(*native_request(**request))
+    end
+
+    # The string the URL for the same arguments signs: compare it with what
+    # Google's SignatureDoesNotMatch error shows to find which part differs.
+    def string_to_sign(**request)
+      @native.string_to_sign(*native_request(**request))
+    end
+
+    # Raw RSA-SHA256 signature of bytes (a binary String). Never cached.
+    def sign_blob(bytes)
+      raise ArgumentError, "sign_blob needs a String, got #{bytes.class}" unless bytes.is_a?(String)
+
+      @native.sign_blob(bytes)
+    end
+
+    # The signing service account's email (may ask the metadata server once).
+    def email
+      @native.email
+    end
+
+    # Counters: hits, misses, coalesced waits, signBlob calls and errors by
+    # kind, token fetches, evictions, entries, throttled calls.
+    def stats
+      @native.stats
+    end
+
+    # { extension_ratio:, max_extension:, max_entries: } or nil when the cache is off.
+    def cache_config
+      ratio, max_extension, max_entries = @native.cache_config
+      ratio && { extension_ratio: ratio, max_extension: max_extension, max_entries: max_entries }
+    end
+
+    def inspect
+      "#<#{self.class.name} #{@identity} cache=#{cache_config.inspect}>"
+    end
+    alias to_s inspect
+
+    private
+
+    # signed_url's keywords as the native method's positional arguments.
+    def native_request(bucket:, object:, method: "GET", expires_in: nil, expires_at: nil, version: :v4,
+                       headers: {}, query: {}, scheme: "https", host: nil, url_style: :path,
+                       bucket_bound_hostname: nil, timestamp: nil, v2_path: nil)
+      if expires_in.nil? == expires_at.nil?
+        raise ArgumentError, "give exactly one of expires_in: (seconds) or expires_at: (a Time)"
+      end
+
+      [
+        symbol(version, :version, VERSIONS),
+        verb(method),
+        string(bucket, :bucket),
+        string(object, :object),
+        pairs(headers, :headers),
+        pairs(query, :query),
+        string(scheme, :scheme),
+        optional_string(host, :host),
+        symbol(url_style, :url_style, URL_STYLES),
+        optional_string(bucket_bound_hostname, :bucket_bound_hostname),
+        optional_string(v2_path, :v2_path),
+        expires_in && number(expires_in, :expires_in).to_f,
+        expires_at && epoch(expires_at, :expires_at),
+        timestamp && epoch(timestamp, :timestamp).floor
+      ]
+    end
+
+    def credentials_arg(credentials)
+      case credentials
+      when nil then nil
+      when Hash then JSON.generate(credentials)
+      when String
+        raise ArgumentError, "credentials must not be empty" if credentials.strip.empty?
+
+        credentials
+      else
+        raise ArgumentError, "credentials: give a file path, JSON text or a Hash, not #{credentials.class}"
+      end
+    end
+
+    def cache_arg(cache)
+      return nil if cache == false
+      raise ArgumentError, "cache: give false or a Hash, not #{cache.class}" unless cache.is_a?(Hash)
+
+      unknown = cache.keys - CACHE_DEFAULTS.keys
+      raise ArgumentError, "unknown cache option(s): #{unknown.join(', ')}" unless unknown.empty?
+
+      opts = CACHE_DEFAULTS.merge(cache)
+      [number(opts[:extension_ratio], :extension_ratio).to_f,
+       integer(opts[:max_extension], :max_extension, 0..86_400),
+       integer(opts[:max_entries], :max_entries, 1..100_000_000)]
+    end
+
+    def clock_arg(clock)
+      return nil if clock.nil?
+      return clock if clock.is_a?(Native::ManualClock)
+
+      raise ArgumentError, "clock: give a GitlabGcsSigner::Native::ManualClock or nil"
+    end
+
+    def verb(method)
+      name = method.is_a?(Symbol) ? method.to_s : method
+      raise ArgumentError, "method must be a String or Symbol, got #{method.class}" unless name.is_a?(String)
+
+      string(name, :method).upcase
+    end
+
+    def string(value, name)
+      raise ArgumentError, "#{name} must be a String, got #{value.class}" unless value.is_a?(String)
+      raise ArgumentError, "#{name} is not valid #{value.encoding}" unless value.valid_encoding?
+      raise ArgumentError, "#{name} contains a NUL byte" if value.include?("\0")
+
+      value.encoding == Encoding::UTF_8 ? value : value.encode(Encoding::UTF_8)
+    rescue EncodingError => e
+      raise ArgumentError, "#{name} cannot be converted to UTF-8 (#{e.class})"
+    end
+
+    def optional_string(value, name)
+      value.nil? ? nil : string(value, name)
+    end
+
+    def symbol(value, name, allowed)
+      sym = value.is_a?(String) ? value.to_sym : value
+      return sym.to_s if allowed.include?(sym)
+
+      raise ArgumentError, "unknown #{name} #{value.inspect}: use #{allowed.map(&:inspect).join(', ')}"
+    end
+
+    def pairs(hash, name)
+      raise ArgumentError, "#{name} must be a Hash, got #{hash.class}" unless hash.is_a?(Hash)
+
+      hash.map do |k, v|
+        key = k.is_a?(Symbol) ? k.to_s : k
+        value = v.is_a?(Numeric) ? v.to_s : v
+        [string(key, name), string(value, "#{name}[#{key.inspect}]")]
+      end
+    end
+
+    def number(value, name)
+      return value if value.is_a?(Numeric) && value.real? && value.to_f.finite?
+
+      raise ArgumentError, "#{name} must be a finite number, got #{value.inspect}"
+    end
+
+    def integer(value, name, range)
+      return value if value.is_a?(Integer) && range.cover?(value)
+
+      raise ArgumentError, "#{name} must be an Integer in #{range}, got #{value.inspect}"
+    end
+
+    def epoch(value, name)
+      value = value.to_time if !value.is_a?(Time) && value.respond_to?(:to_time)
+      return value.to_r.to_f if value.is_a?(Time)
+      return number(value, name).to_f if value.is_a?(Numeric)
+
+      raise ArgumentError, "#{name} must be a Time or a Unix timestamp, got #{value.class}"
+    end
+  end
+end

@@ -1,0 +1,422 @@
+//! The signed-URL cache: which earlier URL may answer a new request, and
+//! which caller signs when several miss the same key at once.
+//!
+//! # The contract
+//! A request needs a URL valid until at least `X = now + lifetime`. A cached
+//! URL expiring at `x` may answer it only if `X <= x <= X + E`, where `E` is
+//! the *maximum extension* ([`CacheConfig::extension_for`]): the most a URL
+//! may outlive what was asked. On a miss the caller signs with `x = X + E`,
+//! the latest expiry the rule allows. For each key this is the greedy
+//! interval-stabbing rule, which needs the fewest signatures possible for a
+//! given `E` (bench/trace.rb computes that bound independently).
+//!
+//! On top: a signature from `signBlob` is never served more than 12 hours
+//! after it was made (Google rotates the keys behind it, field notes s.2),
+//! and nothing is ever served for a different key, since the key is the full
+//! request ([`crate::UrlRequest::cache_key`]), not a hash of it.
+//!
+//! # Storage
+//! quick_cache bounds the entries (S3-FIFO-style admission, so a scan of
+//! one-off objects does not flush the hot ones). Misses in flight are a
+//! separate small map; a second caller that misses the same key waits for
+//! the first caller's result instead of signing again.
+
+use crate::error::Result;
+use crate::stats::Stats;
+use parking_lot::Mutex;
+use quick_cache::sync::Cache;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Signatures made by `signBlob` are guaranteed for 12 hours only.
+pub const SIGN_BLOB_MAX_SERVE_SECS: i64 = 12 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheConfig {
+    /// `E` as a share of the lifetime asked for (0.0 to 1.0).
+    pub extension_ratio: f64,
+    /// `E` never exceeds this many seconds.
+    pub max_extension: i64,
+    /// Bound on cached URLs (each costs about 1 KB).
+    pub max_entries: usize,
+}
+
+impl Default for CacheConfig {
+    /// A URL may live at most 10% longer than asked, and never more than
+    /// 5 minutes longer: a 10-minute download link lives at most 11 minutes,
+    /// a 4 h 15 min direct-upload link at most 4 h 20 min. README "Cache".
+    fn default() -> Self {
+        CacheConfig {
+            extension_ratio: 0.1,
+            max_extension: 300,
+            max_entries: 20_000,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn validate(&self) -> Result<()> {
+        use crate::error::Error;
+        if !(0.0..=1.0).contains(&self.extension_ratio) || self.extension_ratio.is_nan() {
+            return Err(Error::invalid(format!(
+                "cache extension_ratio must be between 0.0 and 1.0, got {}",
+                self.extension_ratio
+            )));
+        }
+        if !(0..=86_400).contains(&self.max_extension) {
+            return Err(Error::invalid(format!(
+                "cache max_extension must be between 0 and 86400 seconds, got {}",
+                self.max_extension
+            )));
+        }
+        if self.max_entries == 0 || self.max_entries > 100_000_000 {
+            return Err(Error::invalid(format!(
+                "cache max_entries must be between 1 and 100000000, got {}",
+                self.max_entries
+            )));
+        }
+        Ok(())
+    }
+
+    /// `E` for a request asking for `lifetime` seconds.
+    pub fn extension_for(&self, lifetime: i64) -> i64 {
+        let by_ratio = (lifetime.max(0) as f64 * self.extension_ratio).floor() as i64;
+        by_ratio.min(self.max_extension).max(0)
+    }
+}
+
+/// One cached URL.
+#[derive(Debug)]
+pub struct Entry {
+    pub url: String,
+    /// When the URL stops working (Unix seconds).
+    pub expires_at: i64,
+    /// When it was signed (Unix seconds).
+    pub signed_at: i64,
+    /// Whether the signature came from `signBlob` (12-hour rule).
+    pub from_sign_blob: bool,
+}
+
+/// What a request will accept: `at_least <= x <= at_most`, at time `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    pub now: i64,
+    pub at_least: i64,
+    pub at_most: i64,
+}
+
+impl Entry {
+    pub fn serves(&self, want: &Want) -> bool {
+        want.at_least <= self.expires_at
+            && self.expires_at <= want.at_most
+            && !(self.from_sign_blob && want.now >= self.signed_at + SIGN_BLOB_MAX_SERVE_SECS)
+    }
+
+    /// True when no request can be served by it any more.
+    fn is_dead(&self, now: i64) -> bool {
+        self.expires_at <= now
+            || (self.from_sign_blob && now >= self.signed_at + SIGN_BLOB_MAX_SERVE_SECS)
+    }
+}
+
+type Outcome = Option<Result<Arc<Entry>>>;
+
+/// The result of asking to sign a key.
+pub enum Flight {
+    /// This caller signs; it must call [`UrlCache::land`] exactly once.
+    Leader(Leader),
+    /// Another caller is signing; wait on this for its entry.
+    Follower(watch::Receiver<Outcome>),
+}
+
+/// The right (and duty) to land one flight.
+pub struct Leader {
+    id: u64,
+    tx: watch::Sender<Outcome>,
+}
+
+impl Leader {
+    /// A receiver for the flight's outcome (for the leader's own wait).
+    pub fn subscribe(&self) -> watch::Receiver<Outcome> {
+        self.tx.subscribe()
+    }
+}
+
+#[derive(Clone)]
+struct Evictions(Arc<Stats>);
+
+impl quick_cache::Lifecycle<String, Arc<Entry>> for Evictions {
+    type RequestState = ();
+    fn on_evict(&self, _: &mut (), _: String, _: Arc<Entry>) {
+        Stats::incr(&self.0.evictions);
+    }
+}
+
+type Store = Cache<
+    String,
+    Arc<Entry>,
+    quick_cache::UnitWeighter,
+    quick_cache::DefaultHashBuilder,
+    Evictions,
+>;
+
+#[derive(Default)]
+struct Flights {
+    next_id: u64,
+    /// key -> (pid, flight id, outcome)
+    by_key: HashMap<String, (u32, u64, watch::Receiver<Outcome>)>,
+}
+
+pub struct UrlCache {
+    config: CacheConfig,
+    entries: Store,
+    /// Keys being signed right now, with the pid that started the signing:
+    /// a forked child must not wait on a flight its parent started.
+    flights: Mutex<Flights>,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for UrlCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UrlCache")
+            .field("config", &self.config)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl UrlCache {
+    pub fn new(config: CacheConfig, stats: Arc<Stats>) -> Result<Self> {
+        config.validate()?;
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(config.max_entries)
+            .weight_capacity(config.max_entries as u64)
+            .build()
+            .map_err(|e| crate::Error::internal(format!("cache options: {e:?}")))?;
+        Ok(UrlCache {
+            config,
+            entries: Cache::with_options(
+                options,
+                quick_cache::UnitWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                Evictions(stats.clone()),
+            ),
+            flights: Mutex::new(Flights::default()),
+            stats,
+        })
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The range of expiries a request for `lifetime` seconds, needing a URL
+    /// valid until `at_least`, accepts.
+    pub fn want(&self, now: i64, at_least: i64) -> Want {
+        let lifetime = at_least - now;
+        Want {
+            now,
+            at_least,
+            at_most: at_least + self.config.extension_for(lifetime),
+        }
+    }
+
+    /// A cached URL that serves `want`, if any. A dead entry found on the way
+    /// is dropped.
+    pub fn lookup(&self, key: &str, want: &Want) -> Option<Arc<Entry>> {
+        let entry = self.entries.get(key)?;
+        if entry.serves(want) {
+            return Some(entry);
+        }
+        if entry.is_dead(want.now)
+            && self
+                .entries
+                .remove_if(key, |e| Arc::ptr_eq(e, &entry))
+                .is_some()
+        {
+            Stats::incr(&self.stats.evictions);
+        }
+        None
+    }
+
+    pub fn insert(&self, key: String, entry: Arc<Entry>) {
+        self.entries.insert(key, entry);
+    }
+
+    /// Drops every entry no request can use any more.
+    pub fn sweep(&self, now: i64) {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| !e.is_dead(now));
+        let dropped = before.saturating_sub(self.entries.len());
+        self.stats
+            .evictions
+            .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Joins the signing of `key` already in flight in this process, or
+    /// becomes its leader.
+    pub fn flight(&self, key: &str) -> Flight {
+        let pid = std::process::id();
+        let mut flights = self.flights.lock();
+        if let Some((owner, _, rx)) = flights.by_key.get(key) {
+            // A flight whose leader is gone (its sender dropped) is replaced.
+            if *owner == pid && rx.has_changed().is_ok() {
+                return Flight::Follower(rx.clone());
+            }
+        }
+        let (tx, rx) = watch::channel(None);
+        flights.next_id += 1;
+        let id = flights.next_id;
+        flights.by_key.insert(key.to_owned(), (pid, id, rx));
+        Flight::Leader(Leader { id, tx })
+    }
+
+    /// Ends a flight: caches a success, wakes every follower with the outcome.
+    /// A failure is handed to the waiters and not cached.
+    pub fn land(&self, key: String, leader: Leader, outcome: Result<Arc<Entry>>) {
+        if let Ok(entry) = &outcome {
+            self.insert(key.clone(), entry.clone());
+        }
+        {
+            let mut flights = self.flights.lock();
+            if flights.by_key.get(&key).is_some_and(|f| f.1 == leader.id) {
+                flights.by_key.remove(&key);
+            }
+        }
+        leader.tx.send_replace(Some(outcome));
+    }
+}
+
+/// Waits for a flight's outcome.
+pub async fn wait(mut rx: watch::Receiver<Outcome>) -> Result<Arc<Entry>> {
+    loop {
+        if let Some(outcome) = rx.borrow_and_update().clone() {
+            return outcome;
+        }
+        if rx.changed().await.is_err() {
+            // The leader vanished without landing (its task was dropped).
+            return Err(crate::Error::internal(
+                "a concurrent signing of the same URL was abandoned; retry the call",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(expires_at: i64, signed_at: i64, blob: bool) -> Arc<Entry> {
+        Arc::new(Entry {
+            url: format!("u{expires_at}"),
+            expires_at,
+            signed_at,
+            from_sign_blob: blob,
+        })
+    }
+
+    fn cache(ratio: f64, max_ext: i64, max_entries: usize) -> UrlCache {
+        UrlCache::new(
+            CacheConfig {
+                extension_ratio: ratio,
+                max_extension: max_ext,
+                max_entries,
+            },
+            Arc::new(Stats::default()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn extension_is_a_share_of_the_lifetime_capped() {
+        let c = CacheConfig {
+            extension_ratio: 0.1,
+            max_extension: 300,
+            max_entries: 10,
+        };
+        assert_eq!(c.extension_for(600), 60);
+        assert_eq!(c.extension_for(15_300), 300);
+        assert_eq!(c.extension_for(0), 0);
+        assert_eq!(c.extension_for(-5), 0);
+    }
+
+    #[test]
+    fn serves_only_within_the_window() {
+        let c = cache(0.1, 300, 100);
+        c.insert("k".into(), entry(1660, 1000, true));
+        // asked at 1000 for 600 s: X = 1600, E = 60 -> [1600, 1660]
+        assert!(c.lookup("k", &c.want(1000, 1600)).is_some());
+        // asked later for 600 s: X = 1661 > x
+        assert!(c.lookup("k", &c.want(1061, 1661)).is_none());
+        // asked for a shorter life: X + E < x -> the URL would outlive what's allowed
+        assert!(c.lookup("k", &c.want(1000, 1100)).is_none());
+    }
+
+    #[test]
+    fn sign_blob_signatures_are_not_served_after_twelve_hours() {
+        let c = cache(0.5, 86_400, 100);
+        c.insert("k".into(), entry(100_000, 0, true));
+        let now = SIGN_BLOB_MAX_SERVE_SECS;
+        assert!(c.lookup("k", &c.want(now - 1, 99_000)).is_some());
+        assert!(c.lookup("k", &c.want(now, 99_000)).is_none());
+        // a local key has no such limit
+        c.insert("l".into(), entry(100_000, 0, false));
+        assert!(c.lookup("l", &c.want(now, 99_000)).is_some());
+    }
+
+    #[test]
+    fn dead_entries_are_dropped_on_lookup_and_sweep() {
+        let c = cache(0.1, 300, 100);
+        c.insert("a".into(), entry(10, 0, false));
+        c.insert("b".into(), entry(10, 0, false));
+        c.insert("c".into(), entry(1000, 0, false));
+        assert!(c.lookup("a", &c.want(20, 80)).is_none());
+        assert_eq!(c.len(), 2);
+        c.sweep(20);
+        assert_eq!(c.len(), 1);
+        assert_eq!(Stats::get(&c.stats.evictions), 2);
+    }
+
+    #[test]
+    fn entries_stay_bounded() {
+        let c = cache(0.1, 300, 1000);
+        for i in 0..100_000 {
+            c.insert(format!("k{i}"), entry(1000, 0, false));
+        }
+        assert!(c.len() <= 1000, "{}", c.len());
+        assert!(Stats::get(&c.stats.evictions) >= 99_000);
+    }
+
+    #[test]
+    fn one_leader_per_key_and_failures_are_not_cached() {
+        let c = cache(0.1, 300, 100);
+        let Flight::Leader(tx) = c.flight("k") else {
+            panic!("first caller must lead")
+        };
+        let Flight::Follower(rx) = c.flight("k") else {
+            panic!("second caller must follow")
+        };
+        assert!(matches!(c.flight("other"), Flight::Leader(_)));
+        c.land("k".into(), tx, Err(crate::Error::internal("boom")));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(wait(rx)).is_err());
+        assert!(c.lookup("k", &c.want(0, 0)).is_none());
+        // the failed flight is gone: the next caller leads again
+        let Flight::Leader(tx) = c.flight("k") else {
+            panic!("after a failure the next caller leads")
+        };
+        c.land("k".into(), tx, Ok(entry(600, 0, true)));
+        assert!(c.lookup("k", &c.want(0, 600)).is_some());
+    }
+}
