@@ -81,7 +81,11 @@ impl UrlRequest {
         if self.bucket.len() > 222 {
             return Err(Error::invalid("bucket name is longer than 222 characters"));
         }
-        if self.bucket.chars().any(|c| c == '/' || c.is_control() || c.is_whitespace()) {
+        if self
+            .bucket
+            .chars()
+            .any(|c| c == '/' || c.is_control() || c.is_whitespace())
+        {
             return Err(Error::invalid(format!(
                 "bucket {:?} is not a valid bucket name (no slashes, spaces or control characters)",
                 self.bucket
@@ -120,7 +124,9 @@ impl UrlRequest {
         }
         for (k, v) in &self.headers {
             if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-                return Err(Error::invalid(format!("header name {k:?} is not a valid HTTP header name")));
+                return Err(Error::invalid(format!(
+                    "header name {k:?} is not a valid HTTP header name"
+                )));
             }
             if v.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
                 return Err(Error::invalid(format!(
@@ -145,9 +151,8 @@ impl UrlRequest {
     /// string: each field is length-prefixed so no two requests share a key.
     /// The signing identity is prepended by the cache.
     pub fn cache_key(&self) -> String {
-        let mut key = String::with_capacity(
-            64 + self.bucket.len() + self.object.len() + self.method.len(),
-        );
+        let mut key =
+            String::with_capacity(64 + self.bucket.len() + self.object.len() + self.method.len());
         fn push(key: &mut String, s: &str) {
             key.push_str(&s.len().to_string());
             key.push(':');
