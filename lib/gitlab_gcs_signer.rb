@@ -20,4 +20,24 @@ require_relative "gitlab_gcs_signer/signer"
 
 # Signed Google Cloud Storage URLs for GitLab without a service-account key.
 module GitlabGcsSigner
+  @default_lock = Mutex.new
+
+  class << self
+    # One process-wide signer from Application Default Credentials and the
+    # environment (GCE_METADATA_HOST, GCS_SIGNER_IAM_ENDPOINT,
+    # GITLAB_GCS_SIGNER_SERVICE_ACCOUNT). Fork-safe: the native runtime is
+    # rebuilt in a forked child, while cached URLs and the token carry over.
+    def default_signer
+      @default_signer || @default_lock.synchronize do
+        @default_signer ||= Signer.new(service_account_email: ENV["GITLAB_GCS_SIGNER_SERVICE_ACCOUNT"])
+      end
+    end
+
+    # Replaces the process-wide signer (an initializer may build its own).
+    def default_signer=(signer)
+      raise ArgumentError, "default_signer must be a GitlabGcsSigner::Signer" unless signer.is_a?(Signer)
+
+      @default_lock.synchronize { @default_signer = signer }
+    end
+  end
 end
