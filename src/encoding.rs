@@ -135,7 +135,10 @@ mod tests {
 
     #[test]
     fn reserved_and_special_characters() {
-        assert_eq!(rfc3986("a b+c&d?e#f%g=h/i"), "a%20b%2Bc%26d%3Fe%23f%25g%3Dh%2Fi");
+        assert_eq!(
+            rfc3986("a b+c&d?e#f%g=h/i"),
+            "a%20b%2Bc%26d%3Fe%23f%25g%3Dh%2Fi"
+        );
         assert_eq!(
             rfc3986_path("/a b+c&d?e#f%g=h//i"),
             "/a%20b%2Bc%26d%3Fe%23f%25g%3Dh//i"

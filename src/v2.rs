@@ -61,7 +61,9 @@ impl V2Prepared {
 /// `expires_epoch` (absolute Unix seconds, fog's `expires.to_i`).
 pub fn prepare(req: &UrlRequest, email: &str, expires_epoch: i64) -> Result<V2Prepared> {
     if req.version != Version::V2 {
-        return Err(Error::internal("v2::prepare was given a request for a V4 URL"));
+        return Err(Error::internal(
+            "v2::prepare was given a request for a V4 URL",
+        ));
     }
     // validate() also refuses every style but path for V2.
     req.validate()?;
@@ -100,7 +102,10 @@ fn check_encoded_path(path: &str) -> Result<()> {
     if path.is_empty() {
         return Err(Error::invalid("v2_path must not be empty"));
     }
-    match path.bytes().find(|b| !b.is_ascii_graphic() || matches!(b, b'?' | b'#')) {
+    match path
+        .bytes()
+        .find(|b| !b.is_ascii_graphic() || matches!(b, b'?' | b'#'))
+    {
         None => Ok(()),
         Some(b) => Err(Error::invalid(format!(
             "v2_path must be percent-encoded already, but contains {:?}",
@@ -283,7 +288,10 @@ mod tests {
              &raw key~=v&GoogleAccessId="
         ));
         // V2 does not sign the query (except sub-resources).
-        assert!(!prepare(&r, EMAIL, EXPIRES).unwrap().string_to_sign.contains("response"));
+        assert!(!prepare(&r, EMAIL, EXPIRES)
+            .unwrap()
+            .string_to_sign
+            .contains("response"));
     }
 
     #[test]
@@ -312,8 +320,14 @@ mod tests {
         ];
         for (object, path) in cases {
             let p = prepare(&req(object), EMAIL, EXPIRES).unwrap();
-            assert!(p.string_to_sign.ends_with(&format!("\n/{path}")), "{object:?}");
-            assert!(p.finish(b"s").contains(&format!(".com/{path}?")), "{object:?}");
+            assert!(
+                p.string_to_sign.ends_with(&format!("\n/{path}")),
+                "{object:?}"
+            );
+            assert!(
+                p.finish(b"s").contains(&format!(".com/{path}?")),
+                "{object:?}"
+            );
         }
     }
 
@@ -352,6 +366,9 @@ mod tests {
             ErrorKind::Credentials
         );
         let v4 = UrlRequest::new(Version::V4, "b", "o");
-        assert_eq!(prepare(&v4, EMAIL, EXPIRES).unwrap_err().kind(), ErrorKind::Internal);
+        assert_eq!(
+            prepare(&v4, EMAIL, EXPIRES).unwrap_err().kind(),
+            ErrorKind::Internal
+        );
     }
 }

@@ -54,9 +54,8 @@ pub struct V4Prepared {
 impl V4Prepared {
     /// The signed URL: `X-Goog-Signature` goes last, in lower-case hex.
     pub fn finish(&self, signature: &[u8]) -> String {
-        let mut url = String::with_capacity(
-            self.url_without_signature.len() + 18 + signature.len() * 2,
-        );
+        let mut url =
+            String::with_capacity(self.url_without_signature.len() + 18 + signature.len() * 2);
         url.push_str(&self.url_without_signature);
         url.push_str("&X-Goog-Signature=");
         url.push_str(&hex_lower(signature));
@@ -103,11 +102,18 @@ fn check_version(req: &UrlRequest) -> Result<()> {
     if req.version == Version::V4 {
         Ok(())
     } else {
-        Err(Error::internal("v4::prepare was given a request for a V2 URL"))
+        Err(Error::internal(
+            "v4::prepare was given a request for a V2 URL",
+        ))
     }
 }
 
-fn build(req: &UrlRequest, email: &str, timestamp_secs: i64, expires_in: i64) -> Result<V4Prepared> {
+fn build(
+    req: &UrlRequest,
+    email: &str,
+    timestamp_secs: i64,
+    expires_in: i64,
+) -> Result<V4Prepared> {
     check_expires(expires_in)?;
     if email.is_empty() {
         return Err(Error::new(
@@ -188,7 +194,10 @@ fn host_and_path(req: &UrlRequest) -> (String, String) {
             req.host().to_owned(),
             format!("/{}/{object}", rfc3986(&req.bucket)),
         ),
-        UrlStyle::VirtualHosted => (format!("{}.{}", req.bucket, req.host()), format!("/{object}")),
+        UrlStyle::VirtualHosted => (
+            format!("{}.{}", req.bucket, req.host()),
+            format!("/{object}"),
+        ),
         UrlStyle::BucketBound(h) => (h.clone(), format!("/{object}")),
     }
 }
@@ -320,7 +329,10 @@ fn canonical_request(
 
 fn string_to_sign(datetime: &str, scope: &str, canonical_request: &str) -> String {
     let hash = ring::digest::digest(&ring::digest::SHA256, canonical_request.as_bytes());
-    format!("{ALGORITHM}\n{datetime}\n{scope}\n{}", hex_lower(hash.as_ref()))
+    format!(
+        "{ALGORITHM}\n{datetime}\n{scope}\n{}",
+        hex_lower(hash.as_ref())
+    )
 }
 
 /// `(YYYYMMDD, YYYYMMDDTHHMMSSZ)` in UTC.
@@ -414,7 +426,9 @@ mod tests {
         for (object, path) in cases {
             let p = prepare(&req(object), EMAIL, T, 10).unwrap();
             assert_eq!(lines(&p)[1], path, "{object:?}");
-            assert!(p.url_without_signature.contains(&format!("googleapis.com{path}?")));
+            assert!(p
+                .url_without_signature
+                .contains(&format!("googleapis.com{path}?")));
         }
     }
 
@@ -423,14 +437,18 @@ mod tests {
         let mut r = req("o");
         r.style = UrlStyle::VirtualHosted;
         let p = prepare(&r, EMAIL, T, 10).unwrap();
-        assert!(p.url_without_signature.starts_with("https://bucket.storage.googleapis.com/o?"));
+        assert!(p
+            .url_without_signature
+            .starts_with("https://bucket.storage.googleapis.com/o?"));
         assert_eq!(lines(&p)[1], "/o");
         assert_eq!(lines(&p)[3], "host:bucket.storage.googleapis.com");
 
         r.style = UrlStyle::BucketBound("cdn.example.org".into());
         r.scheme = "http".into();
         let p = prepare(&r, EMAIL, T, 10).unwrap();
-        assert!(p.url_without_signature.starts_with("http://cdn.example.org/o?"));
+        assert!(p
+            .url_without_signature
+            .starts_with("http://cdn.example.org/o?"));
         assert_eq!(lines(&p)[3], "host:cdn.example.org");
     }
 
@@ -439,7 +457,9 @@ mod tests {
         let mut r = req("o");
         r.host = Some("127.0.0.1:8080".into());
         let p = prepare(&r, EMAIL, T, 10).unwrap();
-        assert!(p.url_without_signature.starts_with("https://127.0.0.1:8080/bucket/o?"));
+        assert!(p
+            .url_without_signature
+            .starts_with("https://127.0.0.1:8080/bucket/o?"));
         assert_eq!(lines(&p)[3], "host:127.0.0.1");
         assert_eq!(host_without_port("[::1]:9000"), "[::1]");
         assert_eq!(host_without_port("[::1]"), "[::1]");
@@ -468,7 +488,8 @@ mod tests {
             ]
         );
         assert_eq!(l[8], "content-type;host;x-goog-meta-a;x-goog-meta-b");
-        assert!(l[2].contains("X-Goog-SignedHeaders=content-type%3Bhost%3Bx-goog-meta-a%3Bx-goog-meta-b"));
+        assert!(l[2]
+            .contains("X-Goog-SignedHeaders=content-type%3Bhost%3Bx-goog-meta-a%3Bx-goog-meta-b"));
     }
 
     #[test]
@@ -503,14 +524,20 @@ mod tests {
     fn query_is_encoded_and_sorted_by_encoded_key() {
         let mut r = req("o");
         r.query = vec![
-            ("response-content-disposition".into(), "attachment; filename=\"a b+c.png\"".into()),
+            (
+                "response-content-disposition".into(),
+                "attachment; filename=\"a b+c.png\"".into(),
+            ),
             ("a".into(), "2".into()),
             ("a".into(), "1".into()),
             ("Z&?#=%/".into(), "~é".into()),
         ];
         let p = prepare(&r, EMAIL, T, 10).unwrap();
         let q = lines(&p)[2];
-        let keys: Vec<&str> = q.split('&').map(|kv| kv.split('=').next().unwrap()).collect();
+        let keys: Vec<&str> = q
+            .split('&')
+            .map(|kv| kv.split('=').next().unwrap())
+            .collect();
         assert_eq!(
             keys,
             [
@@ -570,8 +597,14 @@ mod tests {
     #[test]
     fn v2_requests_and_empty_email_are_refused() {
         let r = UrlRequest::new(Version::V2, "b", "o");
-        assert_eq!(prepare(&r, EMAIL, T, 10).unwrap_err().kind(), ErrorKind::Internal);
-        assert_eq!(prepare(&req("o"), "", T, 10).unwrap_err().kind(), ErrorKind::Credentials);
+        assert_eq!(
+            prepare(&r, EMAIL, T, 10).unwrap_err().kind(),
+            ErrorKind::Internal
+        );
+        assert_eq!(
+            prepare(&req("o"), "", T, 10).unwrap_err().kind(),
+            ErrorKind::Credentials
+        );
     }
 
     #[test]

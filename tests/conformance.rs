@@ -8,15 +8,16 @@ use gcs_signer::{v4, UrlRequest, UrlStyle, Version};
 use serde_json::Value;
 
 const VECTORS: &str = include_str!("../spec/fixtures/conformance/v4_signatures.json");
-const KEY: &str =
-    include_str!("../spec/fixtures/conformance/test_service_account.not-a-test.json");
+const KEY: &str = include_str!("../spec/fixtures/conformance/test_service_account.not-a-test.json");
 
 /// The one vector whose `expectedCanonicalRequest` is wrong (path-style
 /// path for a virtual-hosted URL); its string to sign and URL are right.
 const WRONG_CANONICAL_REQUEST: &str = "Universe domain with virtual hosted style";
 
 fn str_field<'a>(t: &'a Value, name: &str) -> Option<&'a str> {
-    t.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+    t.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn pairs(t: &Value, name: &str) -> Vec<(String, String)> {
@@ -46,7 +47,20 @@ fn parse_timestamp(s: &str) -> i64 {
     let (year, month, day) = (num(0..4), num(5..7), num(8..10));
     let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let mut days: i64 = (1970..year).map(|y| if leap(y) { 366 } else { 365 }).sum();
-    let month_len = [31, if leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_len = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     days += month_len[..(month as usize - 1)].iter().sum::<i64>() + day - 1;
     days * 86_400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19)
 }

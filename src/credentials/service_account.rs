@@ -134,7 +134,9 @@ fn pem_body(pem: &str) -> Result<(&str, Vec<u8>)> {
         .collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(body.as_bytes())
-        .map_err(|_| cred_err("the service account \"private_key\" PEM body is not valid base64"))?;
+        .map_err(|_| {
+            cred_err("the service account \"private_key\" PEM body is not valid base64")
+        })?;
     Ok((label, der))
 }
 
@@ -219,7 +221,9 @@ mod tests {
     #[test]
     fn async_sign_matches_local_sign() {
         let key = ServiceAccountKey::from_json(KEY_JSON).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let (email, sig) = rt.block_on(async {
             (
                 BlobSigner::email(&key).await.unwrap(),
@@ -254,8 +258,12 @@ mod tests {
 
     #[test]
     fn missing_or_wrong_fields_are_credentials_errors() {
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
-            (Box::new(|v| v["type"] = "authorized_user".into()), "authorized_user"),
+        type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|v| v["type"] = "authorized_user".into()),
+                "authorized_user",
+            ),
             (
                 Box::new(|v| {
                     v.as_object_mut().unwrap().remove("type");
@@ -280,7 +288,8 @@ mod tests {
             (
                 Box::new(|v| {
                     v["private_key"] =
-                        "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n".into()
+                        "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n"
+                            .into()
                 }),
                 "EC PRIVATE KEY",
             ),
@@ -290,7 +299,11 @@ mod tests {
             change(&mut v);
             let err = ServiceAccountKey::from_json(&v.to_string()).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Credentials);
-            assert!(err.message().contains(needle), "{needle}: {}", err.message());
+            assert!(
+                err.message().contains(needle),
+                "{needle}: {}",
+                err.message()
+            );
         }
         let err = ServiceAccountKey::from_json("{").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Credentials);
@@ -327,14 +340,18 @@ mod tests {
         let (tag, private_key) = der_tlv(&der, algorithm.end);
         assert_eq!(tag, 0x04);
         let pkcs1 = base64::engine::general_purpose::STANDARD.encode(&der[private_key]);
-        let pkcs1_pem = format!("-----BEGIN RSA PRIVATE KEY-----\n{pkcs1}\n-----END RSA PRIVATE KEY-----\n");
+        let pkcs1_pem =
+            format!("-----BEGIN RSA PRIVATE KEY-----\n{pkcs1}\n-----END RSA PRIVATE KEY-----\n");
 
         let mut v = key_json();
         v["private_key"] = pkcs1_pem.into();
         v.as_object_mut().unwrap().remove("private_key_id");
         let pkcs1_key = ServiceAccountKey::from_json(&v.to_string()).unwrap();
         let pkcs8_key = ServiceAccountKey::from_json(KEY_JSON).unwrap();
-        assert_eq!(pkcs1_key.sign(b"abc").unwrap(), pkcs8_key.sign(b"abc").unwrap());
+        assert_eq!(
+            pkcs1_key.sign(b"abc").unwrap(),
+            pkcs8_key.sign(b"abc").unwrap()
+        );
         // Without a private_key_id the identity names the modulus instead.
         let tag = pkcs1_key.identity().rsplit(':').next().unwrap();
         assert_eq!(tag.len(), 16);
