@@ -4,7 +4,8 @@
 //! `finish`, both signing with the conformance key, and must agree.
 //!
 //! Without `ruby` or fog-google the test says so and passes, unless
-//! `GCS_SIGNER_REQUIRE_FOG=1` makes that a failure (CI with Ruby sets it).
+//! `GCS_SIGNER_REQUIRE_FOG=1` is set: set it wherever fog-google is expected,
+//! so a broken Ruby setup fails instead of silently skipping.
 
 use gcs_signer::credentials::service_account::ServiceAccountKey;
 use gcs_signer::{v2, UrlRequest, Version};
