@@ -214,6 +214,8 @@ fn validate_host(what: &str, host: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    type Mutation = Box<dyn Fn(&mut UrlRequest)>;
+
     #[test]
     fn cache_key_separates_fields_that_concatenate_alike() {
         let mut a = UrlRequest::new(Version::V4, "ab", "c");
@@ -228,7 +230,7 @@ mod tests {
     #[test]
     fn cache_key_covers_every_field() {
         let base = UrlRequest::new(Version::V2, "b", "o");
-        let variants: Vec<Box<dyn Fn(&mut UrlRequest)>> = vec![
+        let variants: Vec<Mutation> = vec![
             Box::new(|r| r.version = Version::V4),
             Box::new(|r| r.method = "PUT".into()),
             Box::new(|r| r.scheme = "http".into()),
@@ -252,7 +254,7 @@ mod tests {
     fn validation_rejects_bad_input() {
         let ok = UrlRequest::new(Version::V4, "b", "o");
         assert!(ok.validate().is_ok());
-        let bad: Vec<Box<dyn Fn(&mut UrlRequest)>> = vec![
+        let bad: Vec<Mutation> = vec![
             Box::new(|r| r.bucket.clear()),
             Box::new(|r| r.object.clear()),
             Box::new(|r| r.bucket = "a/b".into()),
