@@ -139,12 +139,14 @@ fn request(ruby: &Ruby, args: &[Value]) -> Result<(UrlRequest, Expiry, Option<i6
                 )
             })?,
         ),
-        other => return Err(arg_error(
-            ruby,
-            format!(
+        other => {
+            return Err(arg_error(
+                ruby,
+                format!(
                 "unknown url_style {other:?}: use :path, :virtual_hosted or :bucket_bound_hostname"
             ),
-        )),
+            ))
+        }
     };
     let req = UrlRequest {
         version,
