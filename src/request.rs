@@ -91,8 +91,11 @@ impl UrlRequest {
                 self.bucket
             )));
         }
-        if self.object.is_empty() {
-            return Err(Error::invalid("object must not be empty"));
+        // An empty object names the bucket itself; only V4 signs that.
+        if self.object.is_empty() && self.version != Version::V4 {
+            return Err(Error::invalid(
+                "object must not be empty (a bucket-level URL needs version: :v4 and object: nil)",
+            ));
         }
         if self.object.len() > 1024 {
             return Err(Error::invalid(
@@ -256,7 +259,11 @@ mod tests {
         assert!(ok.validate().is_ok());
         let bad: Vec<Mutation> = vec![
             Box::new(|r| r.bucket.clear()),
-            Box::new(|r| r.object.clear()),
+            // V2 has no bucket-level URL
+            Box::new(|r| {
+                r.object.clear();
+                r.version = Version::V2;
+            }),
             Box::new(|r| r.bucket = "a/b".into()),
             Box::new(|r| r.object = "a\nb".into()),
             Box::new(|r| r.method = "get".into()),

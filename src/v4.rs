@@ -63,8 +63,10 @@ impl V4Prepared {
     }
 }
 
-/// Prepares an object URL signed by `email`, valid from `timestamp_secs`
-/// (Unix time) for `expires_in` seconds (1..=604800).
+/// Prepares a URL signed by `email`, valid from `timestamp_secs` (Unix
+/// time) for `expires_in` seconds (1..=604800). An empty object names the
+/// bucket itself (e.g. listing objects, the conformance vector "List
+/// Objects": `.../test-bucket?...`).
 pub fn prepare(
     req: &UrlRequest,
     email: &str,
@@ -73,28 +75,6 @@ pub fn prepare(
 ) -> Result<V4Prepared> {
     check_version(req)?;
     req.validate()?;
-    build(req, email, timestamp_secs, expires_in)
-}
-
-/// Prepares a URL for the bucket itself (e.g. listing objects), which
-/// [`UrlRequest::validate`] refuses because its object is empty. The
-/// conformance vector "List Objects" is such a URL (`.../test-bucket?...`).
-pub fn prepare_bucket(
-    req: &UrlRequest,
-    email: &str,
-    timestamp_secs: i64,
-    expires_in: i64,
-) -> Result<V4Prepared> {
-    check_version(req)?;
-    if !req.object.is_empty() {
-        return Err(Error::invalid(
-            "a bucket URL has no object name; use v4::prepare to sign an object URL",
-        ));
-    }
-    // Every other field must pass the same checks as an object URL.
-    let mut probe = req.clone();
-    probe.object = "-".into();
-    probe.validate()?;
     build(req, email, timestamp_secs, expires_in)
 }
 
@@ -586,12 +566,11 @@ mod tests {
             prepare(&req(""), EMAIL, T, 10).unwrap_err().kind(),
             ErrorKind::InvalidArgument
         );
-        let p = prepare_bucket(&req(""), EMAIL, T, 10).unwrap();
+        let p = prepare(&req(""), EMAIL, T, 10).unwrap();
         assert_eq!(lines(&p)[1], "/bucket");
-        assert!(prepare_bucket(&req("o"), EMAIL, T, 10).is_err());
         let mut bad = req("");
         bad.method = "get".into();
-        assert!(prepare_bucket(&bad, EMAIL, T, 10).is_err());
+        assert!(prepare(&bad, EMAIL, T, 10).is_err());
     }
 
     #[test]

@@ -124,11 +124,7 @@ fn all_signing_v4_vectors_reproduce_byte_for_byte() {
         let req = request(t);
         let timestamp = parse_timestamp(t["timestamp"].as_str().unwrap());
         let expires = t["expiration"].as_i64().unwrap();
-        let prepared = if req.object.is_empty() {
-            v4::prepare_bucket(&req, key.email(), timestamp, expires)
-        } else {
-            v4::prepare(&req, key.email(), timestamp, expires)
-        };
+        let prepared = v4::prepare(&req, key.email(), timestamp, expires);
         let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {

@@ -101,7 +101,7 @@ module GitlabGcsSigner
         symbol(version, :version, VERSIONS),
         verb(method),
         string(bucket, :bucket),
-        string(object, :object),
+        object_arg(object),
         pairs(headers, :headers),
         pairs(query, :query),
         string(scheme, :scheme),
@@ -139,6 +139,14 @@ module GitlabGcsSigner
       [number(opts[:extension_ratio], :extension_ratio).to_f,
        integer(opts[:max_extension], :max_extension, 0..86_400),
        integer(opts[:max_entries], :max_entries, 1..100_000_000)]
+    end
+
+    # nil names the bucket itself (a V4 bucket-level URL, e.g. for listing).
+    def object_arg(object)
+      return "" if object.nil?
+      raise ArgumentError, "object must not be empty (pass object: nil for a bucket-level URL)" if object == ""
+
+      string(object, :object)
     end
 
     def clock_arg(clock)
