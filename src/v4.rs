@@ -561,11 +561,7 @@ mod tests {
     }
 
     #[test]
-    fn bucket_urls_need_the_bucket_entry_point() {
-        assert_eq!(
-            prepare(&req(""), EMAIL, T, 10).unwrap_err().kind(),
-            ErrorKind::InvalidArgument
-        );
+    fn an_empty_object_names_the_bucket() {
         let p = prepare(&req(""), EMAIL, T, 10).unwrap();
         assert_eq!(lines(&p)[1], "/bucket");
         let mut bad = req("");
