@@ -10,7 +10,7 @@ mod signer;
 
 use magnus::{prelude::*, Error, Ruby};
 
-#[magnus::init]
+#[magnus::init(name = "gitlab_gcs_signer")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     let module = ruby.define_module("GitlabGcsSigner")?;
     let native = module.define_module("Native")?;
