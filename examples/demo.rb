@@ -12,7 +12,7 @@ require "gitlab_gcs_signer/emulator"
 require "gitlab_gcs_signer/http_route"
 
 emulator = GitlabGcsSigner::Emulator::Process.start(
-  iam: { latency_ms: 50 } # a signBlob call costs about 50 ms in production
+  config: { "iam" => { "latency_ms" => 50 } } # a signBlob call costs about 50 ms in production
 )
 at_exit { emulator.stop }
 puts "emulator (metadata server, IAM signBlob, GCS verifier): #{emulator.url}"
