@@ -1,0 +1,132 @@
+# frozen_string_literal: true
+
+require "cgi"
+
+# The fog-google shim with real fog-google (Debian's 1.15) against the
+# emulator: GitLab's calls, unchanged, produce URLs the emulator's verifier
+# accepts, from one token and with no signBlob call for a repeated URL.
+RSpec.describe GitlabGcsSigner::Fog, :emulator, :fog do
+  let(:bucket) { "gitlab-artifacts" }
+  let(:object) { "@hashed/6b/86/job 42/artifacts+1.zip" }
+  let(:four_h15) { Time.now + (4 * 3600) + 900 }
+
+  def expires_of(url)
+    Integer(CGI.parse(URI(url).query).fetch("Expires").first)
+  end
+
+  it "patches the fog-google storage class that is loaded" do
+    expect(Fog::Storage::GoogleJSON::Real.ancestors).to include(GitlabGcsSigner::Fog::Patch)
+    expect(described_class.installed?).to be(true)
+  end
+
+  it "is idempotent" do
+    3.times { described_class.install!(version: :v2) }
+    expect(Fog::Storage::GoogleJSON::Real.ancestors.count(GitlabGcsSigner::Fog::Patch)).to eq(1)
+  end
+
+  it "signs GitLab's direct-upload trio keylessly, each on a fresh Fog::Storage, and every URL verifies" do
+    put = keyless_storage.put_object_url(bucket, object, four_h15, "Content-Type" => "application/zip")
+    expect(gcs(put, method: "PUT", body: "zip", headers: { "Content-Type" => "application/zip" }).code).to eq("200")
+
+    get = keyless_storage.get_object_https_url(bucket, object, four_h15)
+    response = gcs(get)
+    expect([response.code, response.body]).to eq(%w[200 zip])
+
+    delete = keyless_storage.delete_object_url(bucket, object, four_h15)
+    expect(gcs(delete, method: "DELETE").code).to eq("204")
+    expect(gcs(get).code).to eq("404")
+  end
+
+  it "signs a PUT with no headers" do
+    put = keyless_storage.put_object_url(bucket, "plain.bin", Time.now + 600)
+    expect(gcs(put, method: "PUT", body: "x").code).to eq("200")
+  end
+
+  it "keeps fog's URL shape: host, fog-1.15 path encoding, caller query first, then GoogleAccessId, Signature, Expires" do
+    url = keyless_storage.get_object_https_url(bucket, "a b+c.png", Time.now + 600,
+                                              query: { "response-content-disposition" => "attachment" })
+    expect(url).to start_with("https://storage.googleapis.com/gitlab-artifacts/a%20b%2Bc.png?" \
+                              "response-content-disposition=attachment&GoogleAccessId=#{CGI.escape(emulator_email).sub('%40', '@')}&Signature=")
+    expect(url).to match(/&Expires=\d+\z/)
+  end
+
+  it "rejects tampered URLs" do
+    emulator.client.put_object(bucket, "secret.txt", "s3cret")
+    url = keyless_storage.get_object_https_url(bucket, "secret.txt", Time.now + 600)
+    expect(gcs(url).code).to eq("200")
+    [url.sub("secret.txt", "secreT.txt"), url.sub(/Expires=(\d+)/) { "Expires=#{Integer(Regexp.last_match(1)) + 1}" }]
+      .each { |tampered| expect(gcs(tampered).code).to eq("403") }
+    expect(gcs(url, method: "DELETE").code).to eq("403")
+  end
+
+  it "fetches one token for the process and makes no signBlob call for a repeated URL" do
+    10.times { keyless_storage.get_object_https_url(bucket, object, Time.now + 600) }
+    stats = emulator.stats
+    expect(stats["token_requests"]).to eq(1)
+    expect(stats["sign_blob_calls"]).to eq(1)
+    expect(GitlabGcsSigner.default_signer.stats).to include(hits: 9, misses: 1)
+  end
+
+  it "returns byte for byte what fog-google itself builds for the same expiry (keyed connection)" do
+    storage = keyed_storage
+    options = { query: { "response-content-disposition" => "inline; filename=\"a b.png\"",
+                         "response-content-type" => "image/png" } }
+    ours = storage.get_object_https_url(bucket, "dir/ä b+c&d?.png", Time.now + 600, options)
+    fogs = without_shim { storage.get_object_https_url(bucket, "dir/ä b+c&d?.png", expires_of(ours), options) }
+    expect(ours).to eq(fogs)
+    put_ours = storage.put_object_url(bucket, "p q", Time.now + 600, "Content-Type" => "text/plain", "x-goog-meta-a" => "1")
+    put_fogs = without_shim { storage.put_object_url(bucket, "p q", expires_of(put_ours), "Content-Type" => "text/plain", "x-goog-meta-a" => "1") }
+    expect(put_ours).to eq(put_fogs)
+  end
+
+  it "serves keyed connections from the gem's cache: one signer per key across connections" do
+    first = keyed_storage.get_object_https_url(bucket, "k.txt", Time.now + 600)
+    second = keyed_storage.get_object_https_url(bucket, "k.txt", Time.now + 600)
+    expect(second).to eq(first)
+    expect(emulator.stats["sign_blob_calls"]).to eq(0)
+  end
+
+  it "can be switched off per connection and globally" do
+    storage = keyed_storage
+    fresh = storage.get_object_https_url(bucket, "o", Time.now + 600)
+    storage.gitlab_gcs_signer = false
+    expires = expires_of(fresh)
+    fog_url = storage.get_object_https_url(bucket, "o", expires)
+    expect(fog_url).to eq(fresh) # same bytes, but built by fog (the signer's hit count does not move)
+    signer = described_class.key_signer(storage.instance_variable_get(:@storage_json).authorization)
+    expect { storage.get_object_https_url(bucket, "o", Time.now + 600) }.not_to(change { signer.stats[:hits] })
+  end
+
+  it "emits V4 URLs from the same fog calls with version: :v4, signing the response-content-* parameters" do
+    described_class.install!(version: :v4)
+    emulator.client.put_object(bucket, "v4.txt", "four")
+    url = keyless_storage.get_object_https_url(bucket, "v4.txt", Time.now + 600,
+                                              query: { "response-content-disposition" => "attachment" })
+    expect(url).to include("X-Goog-Algorithm=GOOG4-RSA-SHA256").and include("response-content-disposition=attachment")
+    expect(gcs(url).code).to eq("200")
+    expect(gcs(url.sub("attachment", "inline")).code).to eq("403")
+  ensure
+    described_class.install!(version: :v2)
+  end
+
+  it "signs URLs fog builds itself (Real#signature) through the gem when the connection has no key" do
+    storage = keyless_storage
+    emulator.client.put_object(bucket, "raw.txt", "raw")
+    url = storage.https_url({ headers: {}, host: "storage.googleapis.com", method: "GET",
+                              path: "#{bucket}/raw.txt" }, Time.now + 600)
+    expect(gcs(url).code).to eq("200")
+  end
+
+  it "works when installed before fog-google is loaded" do
+    script = <<~RUBY
+      require "gitlab_gcs_signer/fog"
+      GitlabGcsSigner::Fog.install!(signer: GitlabGcsSigner::Signer.new(credentials: #{CONFORMANCE_KEY.inspect}))
+      require "fog/google"
+      require "googleauth"
+      Fog::Storage.new(provider: "Google", google_project: "p", google_auth: Google::Auth::GCECredentials.new)
+      print Fog::Storage::GoogleJSON::Real.ancestors.include?(GitlabGcsSigner::Fog::Patch)
+    RUBY
+    out = IO.popen([RbConfig.ruby, "-I", File.expand_path("../../lib", __dir__), "-e", script], err: File::NULL, &:read)
+    expect(out).to eq("true")
+  end
+end
