@@ -127,6 +127,9 @@ impl MetadataClient {
     pub async fn fetch_email(&self) -> Result<String> {
         let body = self.get(EMAIL_PATH, "email").await?;
         let email = body.trim().to_string();
+        if email.ends_with(".svc.id.goog") {
+            return Err(unmapped_workload_identity(&email));
+        }
         if email.is_empty() || email.contains(char::is_whitespace) || !email.contains('@') {
             return Err(Error::new(
                 ErrorKind::Protocol,
@@ -135,9 +138,6 @@ impl MetadataClient {
                     self.host, EMAIL_PATH
                 ),
             ));
-        }
-        if email.ends_with(".svc.id.goog") {
-            return Err(unmapped_workload_identity(&email));
         }
         Ok(email)
     }
