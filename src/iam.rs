@@ -333,6 +333,9 @@ impl IamSigner {
                             Ok(t) => t,
                             Err(e) => return Ok(Err(e)),
                         };
+                        if let Err(e) = self.guard.take(deadline, &self.stats, throttled).await {
+                            return Ok(Err(e));
+                        }
                         let (status, text) = self.post(url, body, &token, email).await?;
                         return interpret(status, &text, email).map(Ok);
                     }

@@ -62,6 +62,11 @@ impl MetadataClient {
     }
 
     pub fn with_host(host: &str) -> Arc<Self> {
+        Self::with_timings(host, ATTEMPT_TIMEOUT, BUDGET)
+    }
+
+    /// Custom timings, for tests against a loopback server.
+    pub fn with_timings(host: &str, attempt_timeout: Duration, budget: Duration) -> Arc<Self> {
         let authority = host
             .trim_start_matches("http://")
             .trim_end_matches('/')
@@ -69,21 +74,13 @@ impl MetadataClient {
         Arc::new(MetadataClient {
             base: format!("http://{authority}/computeMetadata/v1/"),
             host: authority,
-            attempt_timeout: ATTEMPT_TIMEOUT,
-            budget: BUDGET,
+            attempt_timeout,
+            budget,
             email: Mutex::new(EmailState {
                 email: None,
                 flight: None,
             }),
         })
-    }
-
-    /// Shorter timings, for tests against a loopback server.
-    pub fn with_timings(host: &str, attempt_timeout: Duration, budget: Duration) -> Arc<Self> {
-        let mut c = Arc::into_inner(Self::with_host(host)).expect("fresh Arc");
-        c.attempt_timeout = attempt_timeout;
-        c.budget = budget;
-        Arc::new(c)
     }
 
     /// `host[:port]`, for identities and messages.
