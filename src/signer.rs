@@ -396,7 +396,7 @@ impl Inner {
                                 cache.sweep(plan.date);
                             }
                         }
-                    })?;
+                    });
                     rx
                 }
                 Flight::Follower(rx) => {

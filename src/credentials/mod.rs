@@ -1,21 +1,439 @@
+//! Application Default Credentials discovery (field notes s.3), with no
+//! network I/O: the first token or email lookup happens on first use, so
+//! building a signer at boot (before Puma or Sidekiq fork) is safe and fast.
+//!
+//! Order: the `credentials:` option, `GOOGLE_APPLICATION_CREDENTIALS`,
+//! gcloud's `application_default_credentials.json`, the metadata server.
+
+pub mod impersonated;
+pub mod metadata;
 pub mod service_account;
-use crate::{blob::BlobSigner, error::Result, stats::Stats};
+
+use crate::blob::BlobSigner;
+use crate::error::{Error, ErrorKind, Result};
+pub use crate::iam::QuotaConfig;
+use crate::iam::{self, EmailSource, IamConfig, IamSigner};
+use crate::stats::Stats;
+use crate::token;
+use metadata::MetadataClient;
+use service_account::ServiceAccountKey;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
-#[derive(Debug, Clone, Default)]
-pub struct QuotaConfig {
-    pub max_per_minute: u32,
-    pub max_in_flight: usize,
+use std::time::Duration;
+
+/// Environment lookups, injectable so tests never touch the process env.
+pub trait Env: Send + Sync {
+    fn var(&self, name: &str) -> Option<String>;
 }
-#[derive(Debug, Clone, Default)]
+
+/// The real process environment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct CredentialOptions {
+    /// A credentials file path, or the JSON text itself.
     pub credentials: Option<String>,
+    /// Sign as this account through IAM (overrides the metadata email).
     pub service_account_email: Option<String>,
+    /// `host[:port]` of the metadata server (else `GCE_METADATA_HOST`).
     pub metadata_host: Option<String>,
+    /// Base URL of IAM Credentials (else `GCS_SIGNER_IAM_ENDPOINT`).
     pub iam_endpoint: Option<String>,
+    /// signBlob delegation chain.
     pub delegates: Vec<String>,
     pub quota: QuotaConfig,
-    pub timeout: std::time::Duration,
+    /// Overall budget of one signBlob signature, retries included.
+    pub timeout: Duration,
 }
-pub fn discover(_o: &CredentialOptions, _s: Arc<Stats>) -> Result<Arc<dyn BlobSigner>> {
-    todo!()
+
+impl Default for CredentialOptions {
+    fn default() -> Self {
+        CredentialOptions {
+            credentials: None,
+            service_account_email: None,
+            metadata_host: None,
+            iam_endpoint: None,
+            delegates: Vec::new(),
+            quota: QuotaConfig::default(),
+            timeout: iam::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Finds the credentials to sign with, reading the process environment.
+pub fn discover(opts: &CredentialOptions, stats: Arc<Stats>) -> Result<Arc<dyn BlobSigner>> {
+    discover_with(opts, stats, &ProcessEnv)
+}
+
+/// [`discover`] with an injected environment.
+pub fn discover_with(
+    opts: &CredentialOptions,
+    stats: Arc<Stats>,
+    env: &dyn Env,
+) -> Result<Arc<dyn BlobSigner>> {
+    if let Some(c) = opts.credentials.as_deref().filter(|c| !c.trim().is_empty()) {
+        if c.trim_start().starts_with('{') {
+            return from_json(c, "the `credentials:` JSON", opts, stats, env);
+        }
+        return from_file(c, "the `credentials:` option", opts, stats, env);
+    }
+    if let Some(path) = env
+        .var("GOOGLE_APPLICATION_CREDENTIALS")
+        .filter(|p| !p.is_empty())
+    {
+        return from_file(&path, "GOOGLE_APPLICATION_CREDENTIALS", opts, stats, env);
+    }
+    if let Some(path) = gcloud_adc_path(env).filter(|p| p.is_file()) {
+        let path = path.to_string_lossy().into_owned();
+        return from_file(
+            &path,
+            "gcloud's application default credentials",
+            opts,
+            stats,
+            env,
+        );
+    }
+    let metadata = MetadataClient::new(opts.metadata_host.as_deref(), env);
+    Ok(Arc::new(metadata_signer(metadata, opts, stats, env)?))
+}
+
+/// `$CLOUDSDK_CONFIG` or `$HOME/.config/gcloud`, as gcloud itself uses.
+fn gcloud_adc_path(env: &dyn Env) -> Option<PathBuf> {
+    let dir = match env.var("CLOUDSDK_CONFIG").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env.var("HOME").filter(|h| !h.is_empty())?).join(".config/gcloud"),
+    };
+    Some(dir.join("application_default_credentials.json"))
+}
+
+/// signBlob as the metadata server's account (or `service_account_email:`),
+/// with the metadata server's token shared process-wide per host.
+pub fn metadata_signer(
+    metadata: Arc<MetadataClient>,
+    opts: &CredentialOptions,
+    stats: Arc<Stats>,
+    env: &dyn Env,
+) -> Result<IamSigner> {
+    let tokens = token::shared(
+        &format!("metadata:{}", metadata.host()),
+        metadata.token_source(),
+    );
+    let email = match opts
+        .service_account_email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        Some(e) => EmailSource::Known(e.to_string()),
+        None => EmailSource::Metadata(metadata),
+    };
+    let config = IamConfig {
+        email,
+        endpoint: iam_endpoint(opts, env)?,
+        delegates: opts.delegates.clone(),
+        quota: opts.quota,
+        timeout: opts.timeout,
+    };
+    Ok(IamSigner::new(config, tokens, stats))
+}
+
+/// `iam_endpoint:`, else `GCS_SIGNER_IAM_ENDPOINT`, else Google's.
+pub(crate) fn iam_endpoint(opts: &CredentialOptions, env: &dyn Env) -> Result<String> {
+    let endpoint = opts
+        .iam_endpoint
+        .clone()
+        .or_else(|| env.var("GCS_SIGNER_IAM_ENDPOINT"))
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| iam::DEFAULT_ENDPOINT.to_string());
+    let endpoint = endpoint.trim().trim_end_matches('/').to_string();
+    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+        return Err(Error::invalid(format!(
+            "the IAM endpoint `{endpoint}` (from `iam_endpoint:` or GCS_SIGNER_IAM_ENDPOINT) must \
+             start with https:// or http://"
+        )));
+    }
+    Ok(endpoint)
+}
+
+fn from_file(
+    path: &str,
+    via: &str,
+    opts: &CredentialOptions,
+    stats: Arc<Stats>,
+    env: &dyn Env,
+) -> Result<Arc<dyn BlobSigner>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::new(
+            ErrorKind::Credentials,
+            format!("cannot read the credentials file {path} (from {via}): {e}"),
+        )
+    })?;
+    let origin = format!("the credentials file {path} (from {via})");
+    from_json(&text, &origin, opts, stats, env)
+}
+
+/// `origin` names where the JSON came from; the JSON itself (which may hold
+/// a private key or refresh token) never appears in a message.
+fn from_json(
+    text: &str,
+    origin: &str,
+    opts: &CredentialOptions,
+    stats: Arc<Stats>,
+    env: &dyn Env,
+) -> Result<Arc<dyn BlobSigner>> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Error::new(
+            ErrorKind::Credentials,
+            format!(
+                "{origin} is not valid JSON (syntax error at line {}, column {}); expected a \
+                 service account key or an impersonated_service_account file",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    match v["type"].as_str() {
+        Some("service_account") => Ok(Arc::new(ServiceAccountKey::from_json(text)?)),
+        Some("impersonated_service_account") => Ok(Arc::new(impersonated::signer(
+            &v, origin, opts, stats, env,
+        )?)),
+        Some("authorized_user") => Err(cannot_sign(
+            origin,
+            "`authorized_user` credentials (a person's login from `gcloud auth \
+             application-default login`)",
+        )),
+        Some("external_account") => Err(cannot_sign(
+            origin,
+            "`external_account` credentials (workload identity federation)",
+        )),
+        Some(other) => Err(Error::new(
+            ErrorKind::Credentials,
+            format!(
+                "{origin} has credentials of type `{other}`, which this gem does not know; \
+                 expected `service_account` or `impersonated_service_account`"
+            ),
+        )),
+        None => Err(Error::new(
+            ErrorKind::Credentials,
+            format!(
+                "{origin} has no `type` field; expected a service account key or an \
+                 impersonated_service_account file"
+            ),
+        )),
+    }
+}
+
+fn cannot_sign(origin: &str, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Credentials,
+        format!(
+            "{origin} holds {what}, which can get access tokens but cannot sign URLs: signing \
+             needs a service account. Use one of: run on GKE with Workload Identity (no file \
+             needed); impersonate a service account with `gcloud auth application-default login \
+             --impersonate-service-account=SA_EMAIL` (your account needs \
+             roles/iam.serviceAccountTokenCreator on SA_EMAIL); or pass a service account key \
+             file as `credentials:`"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn tmp(name: &str, content: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("gcs-signer-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, content).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+
+    fn discover_in(
+        opts: &CredentialOptions,
+        e: &HashMap<String, String>,
+    ) -> Result<Arc<dyn BlobSigner>> {
+        discover_with(opts, Arc::new(Stats::default()), e)
+    }
+
+    #[test]
+    fn metadata_is_the_fallback_and_does_no_io() {
+        // 192.0.2.1 (TEST-NET-1) would hang if anything connected to it.
+        let e = env(&[
+            ("GCE_METADATA_HOST", "192.0.2.1:1"),
+            ("HOME", "/nonexistent"),
+        ]);
+        let s = discover_in(&CredentialOptions::default(), &e).unwrap();
+        assert_eq!(s.identity(), "iam:metadata:192.0.2.1:1");
+        assert!(s.uses_sign_blob());
+        assert_eq!(s.email_now(), None);
+    }
+
+    #[test]
+    fn explicit_email_is_known_without_io() {
+        let opts = CredentialOptions {
+            service_account_email: Some("gsa@p.iam.gserviceaccount.com".into()),
+            metadata_host: Some("192.0.2.1:1".into()),
+            ..Default::default()
+        };
+        let s = discover_in(&opts, &env(&[])).unwrap();
+        assert_eq!(
+            s.email_now().as_deref(),
+            Some("gsa@p.iam.gserviceaccount.com")
+        );
+        assert_eq!(s.identity(), "iam:gsa@p.iam.gserviceaccount.com");
+    }
+
+    #[test]
+    fn key_files_dispatch_to_the_local_signer() {
+        const KEY: &str =
+            include_str!("../../spec/fixtures/conformance/test_service_account.not-a-test.json");
+        const EMAIL: &str = "test-iam-credentials@dummy-project-id.iam.gserviceaccount.com";
+        let path = tmp("key.json", KEY);
+        let e = env(&[("GOOGLE_APPLICATION_CREDENTIALS", &path)]);
+        let s = discover_in(&CredentialOptions::default(), &e).unwrap();
+        assert!(!s.uses_sign_blob());
+        assert_eq!(s.email_now().as_deref(), Some(EMAIL));
+        // The option wins over the environment, and may be JSON text.
+        let opts = CredentialOptions {
+            credentials: Some(KEY.replace(EMAIL, "other@dummy-project-id.iam.gserviceaccount.com")),
+            ..Default::default()
+        };
+        let s = discover_in(&opts, &e).unwrap();
+        assert_eq!(
+            s.email_now().as_deref(),
+            Some("other@dummy-project-id.iam.gserviceaccount.com")
+        );
+    }
+
+    #[test]
+    fn gcloud_adc_file_is_found_under_home() {
+        let home = std::env::temp_dir().join(format!("gcs-signer-home-{}", std::process::id()));
+        let dir = home.join(".config/gcloud");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("application_default_credentials.json"),
+            r#"{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"r"}"#,
+        )
+        .unwrap();
+        let e = env(&[("HOME", home.to_str().unwrap())]);
+        let err = discover_in(&CredentialOptions::default(), &e).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Credentials);
+        assert!(err
+            .message()
+            .contains("gcloud's application default credentials"));
+        assert!(err.message().contains("--impersonate-service-account"));
+        assert!(err.message().contains("Workload Identity"));
+    }
+
+    #[test]
+    fn user_and_external_credentials_explain_what_works() {
+        for ty in ["authorized_user", "external_account"] {
+            let opts = CredentialOptions {
+                credentials: Some(format!(r#"{{"type":"{ty}","refresh_token":"SECRET-RT"}}"#)),
+                ..Default::default()
+            };
+            let err = discover_in(&opts, &env(&[])).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Credentials);
+            assert!(err.message().contains(ty));
+            assert!(err
+                .message()
+                .contains("gcloud auth application-default login --impersonate-service-account"));
+            assert!(!err.message().contains("SECRET"));
+        }
+    }
+
+    #[test]
+    fn bad_files_name_the_path_never_the_content() {
+        let path = tmp("garbage.json", "{\"private_key\": \"SECRET-KEY\" oops");
+        let opts = CredentialOptions {
+            credentials: Some(path.clone()),
+            ..Default::default()
+        };
+        let err = discover_in(&opts, &env(&[])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Credentials);
+        assert!(err.message().contains(&path));
+        assert!(!err.message().contains("SECRET"));
+
+        let path = tmp("unknown.json", r#"{"type":"martian","secret":"SECRET-X"}"#);
+        let e = env(&[("GOOGLE_APPLICATION_CREDENTIALS", &path)]);
+        let err = discover_in(&CredentialOptions::default(), &e).unwrap_err();
+        assert!(err.message().contains("martian") && err.message().contains(&path));
+        assert!(!err.message().contains("SECRET"));
+
+        let e = env(&[("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/creds.json")]);
+        let err = discover_in(&CredentialOptions::default(), &e).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Credentials);
+        assert!(err.message().contains("/nonexistent/creds.json"));
+        assert!(err.message().contains("GOOGLE_APPLICATION_CREDENTIALS"));
+    }
+
+    #[test]
+    fn impersonation_files_sign_as_the_target() {
+        let file = r#"{
+          "type": "impersonated_service_account",
+          "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/target@p.iam.gserviceaccount.com:generateAccessToken",
+          "delegates": [],
+          "source_credentials": {"type": "authorized_user", "client_id": "cid", "client_secret": "cs", "refresh_token": "rt"}
+        }"#;
+        let opts = CredentialOptions {
+            credentials: Some(file.into()),
+            ..Default::default()
+        };
+        let s = discover_in(&opts, &env(&[])).unwrap();
+        assert!(s.uses_sign_blob());
+        assert_eq!(
+            s.email_now().as_deref(),
+            Some("target@p.iam.gserviceaccount.com")
+        );
+
+        let broken = file.replace("service_account_impersonation_url", "url");
+        let opts = CredentialOptions {
+            credentials: Some(broken),
+            ..Default::default()
+        };
+        let err = discover_in(&opts, &env(&[])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Credentials);
+        assert!(err.message().contains("service_account_impersonation_url"));
+    }
+
+    #[test]
+    fn iam_endpoint_resolution() {
+        let opts = CredentialOptions::default();
+        assert_eq!(
+            iam_endpoint(&opts, &env(&[])).unwrap(),
+            iam::DEFAULT_ENDPOINT
+        );
+        let e = env(&[("GCS_SIGNER_IAM_ENDPOINT", "http://127.0.0.1:9/")]);
+        assert_eq!(iam_endpoint(&opts, &e).unwrap(), "http://127.0.0.1:9");
+        let opts = CredentialOptions {
+            iam_endpoint: Some("127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            iam_endpoint(&opts, &e).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+    }
 }

@@ -1,0 +1,321 @@
+//! The GCE / GKE metadata server: access tokens and the service account
+//! email (field notes s.3).
+//!
+//! The GKE metadata server is slow right after pod start (first tokens can
+//! take over 2 s) and can answer 429, so each attempt gets a generous
+//! timeout and transient failures are retried with backoff within a budget.
+
+use super::Env;
+use crate::blob::BoxFuture;
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry::{self, Backoff};
+use crate::runtime;
+use crate::token::{FetchedToken, Flight, TokenSource};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Same as `metadata.google.internal`, without needing DNS.
+pub const DEFAULT_HOST: &str = "169.254.169.254";
+/// signBlob needs this scope; a storage-only token fails with 403
+/// `ACCESS_TOKEN_SCOPE_INSUFFICIENT` (fog-google issue 599). GKE honours the
+/// `scopes` parameter, GCE ignores it and uses the instance's scopes.
+pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+const TOKEN_PATH: &str =
+    "instance/service-accounts/default/token?scopes=https://www.googleapis.com/auth/cloud-platform";
+const EMAIL_PATH: &str = "instance/service-accounts/default/email";
+
+/// Never as short as the 0.5 s some clients use: a cold GKE metadata server
+/// needs seconds for its first token.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Total time for one token or email lookup, retries included. Callers wait
+/// with their own (usually shorter) deadline; a lookup they gave up on
+/// still finishes and serves the next caller.
+const BUDGET: Duration = Duration::from_secs(20);
+
+#[derive(Debug)]
+struct EmailState {
+    email: Option<String>,
+    flight: Option<Flight<String>>,
+}
+
+/// A metadata server client. Constructing one does no I/O.
+#[derive(Debug)]
+pub struct MetadataClient {
+    host: String,
+    base: String,
+    attempt_timeout: Duration,
+    budget: Duration,
+    email: Mutex<EmailState>,
+}
+
+impl MetadataClient {
+    /// `host` is the explicit option; else `GCE_METADATA_HOST` (host[:port],
+    /// honoured by every Google client library); else 169.254.169.254.
+    pub fn new(host: Option<&str>, env: &dyn Env) -> Arc<Self> {
+        let host = host
+            .map(str::to_string)
+            .or_else(|| env.var("GCE_METADATA_HOST"))
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        Self::with_host(host.trim())
+    }
+
+    pub fn with_host(host: &str) -> Arc<Self> {
+        Self::with_timings(host, ATTEMPT_TIMEOUT, BUDGET)
+    }
+
+    /// Custom timings, for tests against a loopback server.
+    pub fn with_timings(host: &str, attempt_timeout: Duration, budget: Duration) -> Arc<Self> {
+        let authority = host
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        Arc::new(MetadataClient {
+            base: format!("http://{authority}/computeMetadata/v1/"),
+            host: authority,
+            attempt_timeout,
+            budget,
+            email: Mutex::new(EmailState {
+                email: None,
+                flight: None,
+            }),
+        })
+    }
+
+    /// `host[:port]`, for identities and messages.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// A token source for [`crate::token::shared`].
+    pub fn token_source(self: &Arc<Self>) -> MetadataTokenSource {
+        MetadataTokenSource(self.clone())
+    }
+
+    /// An access token with the cloud-platform scope.
+    pub async fn fetch_token(&self) -> Result<FetchedToken> {
+        let body = self.get(TOKEN_PATH, "token").await?;
+        // The body holds the token: never quote it in an error.
+        let protocol = || {
+            Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "the metadata server at {} answered the token request ({}) with a body that is \
+                     not a token response (expected JSON with access_token and expires_in)",
+                    self.host, TOKEN_PATH
+                ),
+            )
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|_| protocol())?;
+        let value = v["access_token"].as_str().filter(|s| !s.is_empty());
+        let expires_in = v["expires_in"].as_u64();
+        match (value, expires_in) {
+            (Some(value), Some(secs)) => Ok(FetchedToken {
+                value: value.to_string(),
+                expires_in: Duration::from_secs(secs),
+            }),
+            _ => Err(protocol()),
+        }
+    }
+
+    /// The default service account's email, checked for the unmapped GKE
+    /// Workload Identity case. Asks the server every time; see [`Self::email`].
+    pub async fn fetch_email(&self) -> Result<String> {
+        let body = self.get(EMAIL_PATH, "email").await?;
+        let email = body.trim().to_string();
+        if email.ends_with(".svc.id.goog") {
+            return Err(unmapped_workload_identity(&email));
+        }
+        if email.is_empty() || email.contains(char::is_whitespace) || !email.contains('@') {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "the metadata server at {} answered {} with something that is not an email",
+                    self.host, EMAIL_PATH
+                ),
+            ));
+        }
+        Ok(email)
+    }
+
+    /// The email, asked for once per process (single flight) and remembered.
+    /// A failure is not remembered.
+    pub async fn email(self: &Arc<Self>) -> Result<String> {
+        let waiter = {
+            let mut st = self.email.lock();
+            if let Some(e) = &st.email {
+                return Ok(e.clone());
+            }
+            if let Some(f) = &st.flight {
+                match (f.is_current(), f.result()) {
+                    (true, None) => {}
+                    (true, Some(Ok(e))) => {
+                        st.email = Some(e.clone());
+                        st.flight = None;
+                        return Ok(e);
+                    }
+                    // A failed lookup, or one inherited from a parent
+                    // process across fork: start over.
+                    _ => st.flight = None,
+                }
+            }
+            let this = self.clone();
+            st.flight
+                .get_or_insert_with(|| Flight::start(async move { this.fetch_email().await }))
+                .waiter()
+        };
+        waiter.await
+    }
+
+    /// The email if it was already fetched (no I/O).
+    pub fn cached_email(&self) -> Option<String> {
+        let st = self.email.lock();
+        st.email
+            .clone()
+            .or_else(|| st.flight.as_ref()?.result()?.ok())
+    }
+
+    async fn get(&self, path: &str, what: &str) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + self.budget;
+        let url = format!("{}{}", self.base, path);
+        let result = retry::retry(
+            deadline,
+            Backoff::default(),
+            || self.attempt(&url, path),
+            |_, _| {},
+        )
+        .await;
+        result.map_err(|e| match e.kind() {
+            ErrorKind::Unavailable | ErrorKind::Quota => Error::new(
+                ErrorKind::Metadata,
+                format!(
+                    "could not get the {what} from the metadata server at {}: {}. Outside GCE/GKE, \
+                     pass `credentials:` (a key file or an impersonated_service_account file); \
+                     with an emulator, set `metadata_host:` or GCE_METADATA_HOST",
+                    self.host,
+                    e.message()
+                ),
+            ),
+            _ => e,
+        })
+    }
+
+    async fn attempt(&self, url: &str, path: &str) -> Result<String> {
+        let client = runtime::http()?;
+        let resp = client
+            .get(url)
+            .header("Metadata-Flavor", "Google")
+            .timeout(self.attempt_timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                let kind = if retry::is_retryable_transport(&e) {
+                    ErrorKind::Unavailable
+                } else {
+                    ErrorKind::Metadata
+                };
+                Error::new(kind, format!("request to {path} failed ({})", describe(&e)))
+            })?;
+        let status = resp.status().as_u16();
+        let genuine = resp
+            .headers()
+            .get("metadata-flavor")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"Google"));
+        if !genuine {
+            // A proxy, a captive portal or a wrong GCE_METADATA_HOST: its
+            // answer must not be trusted as a token.
+            return Err(Error::new(
+                ErrorKind::Metadata,
+                format!(
+                    "{} is not a genuine metadata server: its HTTP {status} answer to {path} lacks \
+                     the `Metadata-Flavor: Google` header. Check GCE_METADATA_HOST / \
+                     `metadata_host:` and any HTTP proxy settings",
+                    self.host
+                ),
+            ));
+        }
+        if retry::is_retryable_status(status) {
+            return Err(Error::new(
+                if status == 429 {
+                    ErrorKind::Quota
+                } else {
+                    ErrorKind::Unavailable
+                },
+                format!("HTTP {status} from {path}"),
+            ));
+        }
+        if status == 404 {
+            return Err(Error::new(
+                ErrorKind::Metadata,
+                format!(
+                    "the metadata server at {} has no default service account (HTTP 404 from \
+                     {path}): attach a service account to the GCE instance or enable Workload \
+                     Identity on the GKE node pool",
+                    self.host
+                ),
+            ));
+        }
+        if status != 200 {
+            return Err(Error::new(
+                ErrorKind::Metadata,
+                format!(
+                    "the metadata server at {} answered HTTP {status} to {path}",
+                    self.host
+                ),
+            ));
+        }
+        resp.text().await.map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("reading the answer to {path} failed ({})", describe(&e)),
+            )
+        })
+    }
+}
+
+/// The GKE Workload Identity misconfiguration of field notes s.3: the pod's
+/// identity is the workload pool itself, which has no key to sign with.
+fn unmapped_workload_identity(email: &str) -> Error {
+    let project = email.trim_end_matches(".svc.id.goog");
+    Error::new(
+        ErrorKind::WorkloadIdentity,
+        format!(
+            "GKE Workload Identity is on, but the pod's Kubernetes service account is not mapped to \
+             a Google service account: the metadata server reports `{email}`, which cannot sign. \
+             Annotate the Kubernetes service account: `kubectl annotate serviceaccount KSA \
+             --namespace NAMESPACE iam.gke.io/gcp-service-account=GSA@{project}.iam.gserviceaccount.com`, \
+             allow it to act as the Google service account: `gcloud iam service-accounts \
+             add-iam-policy-binding GSA@{project}.iam.gserviceaccount.com \
+             --role=roles/iam.workloadIdentityUser \
+             --member=\"serviceAccount:{project}.svc.id.goog[NAMESPACE/KSA]\"`, and restart the pod; \
+             or pass the Google service account as `service_account_email:`"
+        ),
+    )
+}
+
+/// reqwest's error text without the chain of sources that may repeat it.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    match std::error::Error::source(e) {
+        Some(src) => format!("{what}: {src}"),
+        None => what.to_string(),
+    }
+}
+
+/// Tokens from the metadata server.
+#[derive(Debug, Clone)]
+pub struct MetadataTokenSource(Arc<MetadataClient>);
+
+impl TokenSource for MetadataTokenSource {
+    fn fetch(&self) -> BoxFuture<'static, Result<FetchedToken>> {
+        let client = self.0.clone();
+        Box::pin(async move { client.fetch_token().await })
+    }
+}

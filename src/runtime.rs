@@ -1,0 +1,234 @@
+//! The per-process tokio runtime and pooled HTTP client, fork-aware.
+//!
+//! Field notes s.7: a tokio runtime created before `fork` is unusable in the
+//! child (its worker threads do not exist there), and dropping it hangs. So
+//! both are built lazily on first use, never at load time, and remembered
+//! together with the pid that built them. A call from a process with another
+//! pid (a Puma or Sidekiq worker forked after boot) leaks the parent's pair
+//! with `mem::forget` and builds a fresh one.
+
+use crate::cancel::Cancel;
+use crate::error::{Error, ErrorKind, Result};
+use parking_lot::Mutex;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Connecting to the metadata server or IAM should take milliseconds; this
+/// only bounds a black-holed address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keep idle connections for a minute: signBlob traffic is bursty, and a
+/// new TLS handshake costs more than the call itself.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const WORKER_THREADS: usize = 2;
+
+struct State {
+    pid: u32,
+    // Leaked on purpose: a runtime must never be dropped in a forked child
+    // (it hangs), and in the process that built it it lives until exit.
+    runtime: &'static tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// The generation the current process's state belongs to: its pid. Anything
+/// in flight that was tagged with another generation came from a parent
+/// process and will never finish here.
+pub fn generation() -> u32 {
+    std::process::id()
+}
+
+/// The runtime handle and client for `pid`, building them on first use and
+/// again after a fork.
+fn current_for(pid: u32) -> Result<(tokio::runtime::Handle, reqwest::Client)> {
+    let mut guard = STATE.lock();
+    if let Some(state) = guard.as_ref() {
+        if state.pid == pid {
+            return Ok((state.runtime.handle().clone(), state.http.clone()));
+        }
+    }
+    if let Some(stale) = guard.take() {
+        // The client's pooled connections belong to the parent's runtime;
+        // dropping them would try to talk to tasks that no longer exist.
+        std::mem::forget(stale);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("gcs-signer-worker")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("could not start the signer's tokio runtime: {e}")))?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_keepalive(Duration::from_secs(30))
+        .build()
+        .map_err(|e| Error::internal(format!("could not build the HTTP client: {e}")))?;
+    let runtime: &'static _ = Box::leak(Box::new(runtime));
+    let state = State { pid, runtime, http };
+    let out = (state.runtime.handle().clone(), state.http.clone());
+    *guard = Some(state);
+    Ok(out)
+}
+
+fn current() -> Result<(tokio::runtime::Handle, reqwest::Client)> {
+    current_for(generation())
+}
+
+/// The process's pooled keep-alive HTTP client.
+pub fn http() -> Result<reqwest::Client> {
+    Ok(current()?.1)
+}
+
+/// Runs `fut` on this process's runtime in the background. If the runtime
+/// cannot be built the future is dropped, and whoever waits for its result
+/// sees the dropped channel.
+pub fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
+    if let Ok((handle, _)) = current() {
+        handle.spawn(fut);
+    }
+}
+
+/// Blocks the calling OS thread (a Ruby thread without the GVL) until `fut`
+/// finishes, `cancel` trips, or `deadline` passes. Safe to call from many
+/// threads at once; must not be called from inside the runtime.
+pub fn block_on<T>(
+    fut: impl Future<Output = Result<T>> + Send,
+    cancel: &Cancel,
+    deadline: Option<Instant>,
+) -> Result<T> {
+    if cancel.is_cancelled() {
+        return Err(interrupted());
+    }
+    let started = Instant::now();
+    if let Some(d) = deadline {
+        if d <= started {
+            return Err(timed_out(Duration::ZERO));
+        }
+    }
+    let (handle, _) = current()?;
+    handle.block_on(async {
+        let expiry = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(interrupted()),
+            r = fut => r,
+            _ = expiry => Err(timed_out(deadline.map_or(Duration::ZERO, |d| d - started))),
+        }
+    })
+}
+
+fn interrupted() -> Error {
+    Error::new(
+        ErrorKind::Interrupted,
+        "the signer call was interrupted (Timeout, Thread#kill or a signal) before it finished",
+    )
+}
+
+fn timed_out(budget: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "the signer call did not finish within its {:.1} s deadline (the `timeout:` option); \
+             raise `timeout:` if the metadata server or IAM is slow to answer",
+            budget.as_secs_f64()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn block_on_returns_the_result() {
+        let v = block_on(async { Ok(41 + 1) }, &Cancel::new(), None).unwrap();
+        assert_eq!(v, 42);
+    }
+
+    #[test]
+    fn deadline_ends_a_slow_future_with_timeout() {
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let err = block_on(
+            async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(())
+            },
+            &Cancel::new(),
+            Some(deadline),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert!(err.message().contains("`timeout:`"), "{}", err.message());
+    }
+
+    #[test]
+    fn cancel_from_another_thread_interrupts() {
+        let cancel = Arc::new(Cancel::new());
+        let c2 = cancel.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            c2.cancel();
+        });
+        let started = Instant::now();
+        let err = block_on(
+            async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(())
+            },
+            &cancel,
+            None,
+        )
+        .unwrap_err();
+        t.join().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Interrupted);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn many_threads_share_one_runtime() {
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    block_on(
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            Ok(i)
+                        },
+                        &Cancel::new(),
+                        None,
+                    )
+                })
+            })
+            .collect();
+        let sum: i32 = threads
+            .into_iter()
+            .map(|t| t.join().unwrap().unwrap())
+            .sum();
+        assert_eq!(sum, (0..16).sum::<i32>());
+    }
+
+    #[test]
+    fn a_new_pid_gets_a_fresh_runtime_and_the_old_one_is_not_dropped() {
+        // Simulates a fork: state built for one pid, then asked for by
+        // another. The new runtime must run tasks; the old one is leaked.
+        let runtime_of = || STATE.lock().as_ref().map(|s| s.runtime as *const _);
+        let (_h1, _) = current_for(u32::MAX - 1).unwrap();
+        let first = runtime_of();
+        let (h2, _) = current_for(u32::MAX - 2).unwrap();
+        assert_ne!(first, runtime_of());
+        let (tx, rx) = std::sync::mpsc::channel();
+        h2.spawn(async move {
+            tx.send(7).unwrap();
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 7);
+        // The real pid gets a working state back.
+        assert_eq!(block_on(async { Ok(1) }, &Cancel::new(), None).unwrap(), 1);
+    }
+}
