@@ -63,8 +63,9 @@ module EmulatorHelper
   # A V2 signed URL target shaped like fog-google 1.15's Utils#host_path_query and Real#signature:
   # its own path escaping (CGI.escape without '+', "/" kept), Base64.encode64 (line breaks every 60
   # characters, sent as %0A), CGI.escape on the signature, extra query parameters first.
-  def v2_target(method, bucket, object, expires:, headers: {}, query: {}, virtual_host: false, key: KEY, email: EMAIL)
-    path = "#{bucket}/#{object}".b.gsub(/([^a-zA-Z0-9_.\-~]+)/) { |m| "%" + m.unpack("H2" * m.bytesize).join("%").upcase }.gsub("%2F", "/")
+  # +raw_path+ replaces fog 1.15's escaping with another spelling ("bucket/a%20b+c.png", as 1.24 writes).
+  def v2_target(method, bucket, object, expires:, headers: {}, query: {}, virtual_host: false, key: KEY, email: EMAIL, raw_path: nil)
+    path = raw_path || "#{bucket}/#{object}".b.gsub(/([^a-zA-Z0-9_.\-~]+)/) { |m| "%" + m.unpack("H2" * m.bytesize).join("%").upcase }.gsub("%2F", "/")
     extension = headers.select { |name, _| name.start_with?("x-goog-") }.sort.map { |name, value| "#{name}:#{value}\n" }.join
     string_to_sign = "#{method}\n#{headers['Content-MD5']}\n#{headers['Content-Type']}\n#{expires}\n#{extension}/#{path}"
     signature = Base64.encode64(key.sign(OpenSSL::Digest.new("SHA256"), string_to_sign)).chomp
