@@ -23,14 +23,15 @@ RSpec.describe "emulated IAM Credentials signBlob" do
 
   it "accepts the account's '@' raw as well as %40, and an iam-scoped token" do
     raw = http("POST", "/v1/projects/-/serviceAccounts/#{EmulatorHelper::EMAIL}:signBlob",
-               headers: { "Authorization" => "Bearer #{fetch_token}" }, body: JSON.generate("payload" => "YWJj"))
+               headers: { "Authorization" => "Bearer #{fetch_token}", "Content-Type" => "application/json" },
+               body: JSON.generate("payload" => "YWJj"))
     expect(raw.code).to eq("200")
     expect(sign_blob(payload, token: fetch_token(scopes: ["https://www.googleapis.com/auth/iam"])).code).to eq("200")
   end
 
   it "answers 401 UNAUTHENTICATED without a token, with an unknown one, and with a revoked one" do
     none = http("POST", "/v1/projects/-/serviceAccounts/#{CGI.escape(EmulatorHelper::EMAIL)}:signBlob",
-                body: JSON.generate("payload" => "YWJj"))
+                headers: { "Content-Type" => "application/json" }, body: JSON.generate("payload" => "YWJj"))
     expect(error_info(none)).to eq([401, 401, "UNAUTHENTICATED", "CREDENTIALS_MISSING"])
     expect(error_info(sign_blob(payload, token: "ya29.made-up"))[0..2]).to eq([401, 401, "UNAUTHENTICATED"])
 
@@ -87,7 +88,8 @@ RSpec.describe "emulated IAM Credentials signBlob" do
     expect(sign_blob(payload, body: JSON.generate("payload" => "%%%")).code).to eq("400")
     expect(sign_blob(payload, body: JSON.generate("delegates" => [])).code).to eq("400")
     project = http("POST", "/v1/projects/my-proj/serviceAccounts/#{CGI.escape(EmulatorHelper::EMAIL)}:signBlob",
-                   headers: { "Authorization" => "Bearer #{fetch_token}" }, body: JSON.generate("payload" => "YWJj"))
+                   headers: { "Authorization" => "Bearer #{fetch_token}", "Content-Type" => "application/json" },
+               body: JSON.generate("payload" => "YWJj"))
     expect(project.code).to eq("400")
   end
 

@@ -30,7 +30,10 @@ module EmulatorHelper
     request = Net::HTTPGenericRequest.new(method, !body.nil?, method != "HEAD", target, headers)
     request["Host"] = host if host
     request.body = body if body
-    Net::HTTP.start("127.0.0.1", port, read_timeout: read_timeout) { |connection| connection.request(request) }
+    connection = Net::HTTP.new("127.0.0.1", port)
+    connection.read_timeout = read_timeout
+    connection.max_retries = 0 # Net::HTTP silently retries idempotent requests once; fault specs must see the first answer
+    connection.start { connection.request(request) }
   end
 
   def flavor
