@@ -82,6 +82,15 @@ RSpec.describe "emulator control API and process" do
       end
     end
 
+    it "passes --cold-start-ms: the metadata server is silent for that long after start" do
+      cold = described_class.start(cold_start_ms: 600)
+      started = GitlabGcsSigner::Emulator.monotonic
+      expect(http("GET", token_path, headers: flavor, port: cold.port).code).to eq("200")
+      expect(GitlabGcsSigner::Emulator.monotonic - started).to be > 0.2
+    ensure
+      cold&.stop
+    end
+
     it "reports a start failure instead of hanging" do
       expect { described_class.start(key: "/nonexistent/key.json", err: File::NULL) }.to raise_error(/exited before listening/)
     end

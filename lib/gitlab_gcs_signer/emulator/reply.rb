@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "json"
+require "uri"
 
 module GitlabGcsSigner
   module Emulator
@@ -34,6 +35,12 @@ module GitlabGcsSigner
       def body
         @body ||= body_reader.call
       end
+
+      # Headers carry bearer tokens: never print them.
+      def inspect
+        "#<#{self.class.name} #{method} #{raw_path}>"
+      end
+      alias_method :to_s, :inspect
     end
 
     # An answer before it is written to the socket, so faults can reshape it uniformly.

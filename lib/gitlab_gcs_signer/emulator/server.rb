@@ -37,7 +37,10 @@ module GitlabGcsSigner
         }
         @webrick = WEBrick::HTTPServer.new(
           BindAddress: bind, Port: port, MaxClients: MAX_CLIENTS, DoNotReverseLookup: true,
-          Logger: WEBrick::Log.new(log, WEBrick::Log::ERROR), AccessLog: [], ServerSoftware: "gitlab-gcs-emulator"
+          Logger: WEBrick::Log.new(log, WEBrick::Log::ERROR), AccessLog: [], ServerSoftware: "gitlab-gcs-emulator",
+          # WEBrick writes headers and body separately; with Nagle's algorithm and the client's
+          # delayed ACK that costs ~40 ms per answer on keep-alive connections.
+          AcceptCallback: ->(sock) { sock.setsockopt(Socket::IPPROTO_TCP, Socket::TCP_NODELAY, 1) }
         )
         @webrick.mount("/", Servlet, self)
       end
