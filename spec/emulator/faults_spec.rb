@@ -26,12 +26,13 @@ RSpec.describe "emulator fault injection" do
 
   it "gives signBlob Google-shaped 429 and 503 answers, counted as errors" do
     token = fetch_token
-    emulator.configure("iam" => { "fail_next" => [429, 503] })
+    emulator.configure("iam" => { "fail_next" => [429, 503, "timeout"], "timeout_ms" => 100 })
     quota = sign_blob("x", token: token)
     expect([quota.code, google_error(quota)["status"], google_error(quota).dig("details", 0, "reason")]).to eq(%w[429 RESOURCE_EXHAUSTED RATE_LIMIT_EXCEEDED])
     expect(google_error(sign_blob("x", token: token))["status"]).to eq("UNAVAILABLE")
+    expect { sign_blob("x", token: token) }.to raise_error(EOFError)
     expect(sign_blob("x", token: token).code).to eq("200")
-    expect(emulator.stats["sign_blob_errors"]).to eq("429" => 1, "503" => 1)
+    expect(emulator.stats.values_at("sign_blob_ok", "sign_blob_errors")).to eq([1, { "429" => 1, "503" => 1, "timeout" => 1 }])
   end
 
   it "delays only the configured service by latency_ms" do

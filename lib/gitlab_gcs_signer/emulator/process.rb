@@ -95,13 +95,17 @@ module GitlabGcsSigner
         handle.configure(config) if config
         handle
       rescue StandardError
-        if pid
-          ::Process.kill("KILL", pid)
-          ::Process.wait(pid)
-        end
+        reap(pid) if pid
         raise
       ensure
         reader&.close
+      end
+
+      def self.reap(pid)
+        ::Process.kill("KILL", pid)
+        ::Process.wait(pid)
+      rescue Errno::ESRCH, Errno::ECHILD
+        nil
       end
 
       def self.now

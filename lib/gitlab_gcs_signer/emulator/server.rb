@@ -95,7 +95,13 @@ module GitlabGcsSigner
 
         @stats.in_flight("sign_blob") do
           reply = answer(name, service, request)
-          reply == :hang_up || reply.status == 200 ? @stats.incr("sign_blob_ok") : @stats.sign_blob_error(reply.status)
+          if reply == :hang_up
+            @stats.sign_blob_error("timeout")
+          elsif reply.status == 200
+            @stats.incr("sign_blob_ok")
+          else
+            @stats.sign_blob_error(reply.status)
+          end
           reply
         end
       end

@@ -31,7 +31,7 @@ module GitlabGcsSigner
         raw_path, raw_query = SignedRequest.split_target(target)
         pairs = SignedRequest.query_pairs(raw_query)
         params = security_params(pairs)
-        date, scope, expires = check_credential(params, now)
+        date, scope, expires = check_credential(params)
         canonical = canonical_request(method, raw_path, pairs, params["X-Goog-SignedHeaders"], host, headers)
         string_to_sign = [ALGORITHM, params["X-Goog-Date"], scope, OpenSSL::Digest::SHA256.hexdigest(canonical)].join("\n")
         judge(params["X-Goog-Signature"], string_to_sign, canonical, date, expires, now)
@@ -81,7 +81,7 @@ module GitlabGcsSigner
       end
 
       # X-Goog-Credential = EMAIL/YYYYMMDD/LOCATION/storage/goog4_request; returns [date, scope, expires].
-      def check_credential(params, _now)
+      def check_credential(params)
         raise SignedRequest::Malformed, "X-Goog-Algorithm must be #{ALGORITHM}, got #{params['X-Goog-Algorithm'].inspect}" unless params["X-Goog-Algorithm"] == ALGORITHM
 
         email, day, location, service, request = params["X-Goog-Credential"].split("/", -1)
