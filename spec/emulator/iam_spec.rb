@@ -108,7 +108,7 @@ RSpec.describe "emulated IAM Credentials signBlob" do
     codes = Array.new(16) { Thread.new { sign_blob(payload, token: token).code } }.map(&:value)
     elapsed = GitlabGcsSigner::Emulator.monotonic - started
     expect(codes.uniq).to eq(["200"])
-    expect(elapsed).to be < 16 * 0.2 / 4
+    expect(elapsed).to be < 16 * 0.2 / 2 # serial would take 3.2 s
     expect(emulator.stats["sign_blob_max_in_flight"]).to be >= 8
   end
 end
