@@ -21,7 +21,12 @@ module GitlabGcsSigner
       http.read_timeout = timeout
       request = Net::HTTPGenericRequest.new(method, !body.nil?, method != "HEAD", uri.request_uri,
                                             { "Host" => host_header }.merge(headers))
-      request.body = body if body
+      if body
+        request.body = body
+        # Net::HTTP would add "application/x-www-form-urlencoded", which a V2
+        # signature covers; an unsigned upload sends no content type at all.
+        request["Content-Type"] ||= ""
+      end
       http.start { |h| h.request(request) }
     end
   end

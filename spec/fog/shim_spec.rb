@@ -59,12 +59,32 @@ RSpec.describe GitlabGcsSigner::Fog, :emulator, :fog do
     expect(gcs(url, method: "DELETE").code).to eq("403")
   end
 
-  it "fetches one token for the process and makes no signBlob call for a repeated URL" do
-    10.times { keyless_storage.get_object_https_url(bucket, object, Time.now + 600) }
-    stats = emulator.stats
-    expect(stats["token_requests"]).to eq(1)
-    expect(stats["sign_blob_calls"]).to eq(1)
-    expect(GitlabGcsSigner.default_signer.stats).to include(hits: 9, misses: 1)
+  it "fetches one token per process and makes no signBlob call for a repeated URL" do
+    # A fresh process, so that no token is cached yet: GitLab's pattern of a
+    # new Fog::Storage per URL, from several threads.
+    script = <<~RUBY
+      require "gitlab_gcs_signer/fog"
+      require "fog/google"
+      require "googleauth"
+      Fog::Logger[:deprecation] = nil
+      GitlabGcsSigner.default_signer = GitlabGcsSigner::Signer.new(metadata_host: #{emulator.host.inspect},
+                                                                   iam_endpoint: #{emulator.url.inspect})
+      GitlabGcsSigner::Fog.install!
+      urls = 4.times.map do
+        Thread.new do
+          5.times.map do
+            Fog::Storage.new(provider: "Google", google_project: "p", google_auth: Google::Auth::GCECredentials.new)
+                        .get_object_https_url("b", "same/object.zip", Time.now + 600)
+          end
+        end
+      end.flat_map(&:value)
+      stats = GitlabGcsSigner.default_signer.stats
+      print urls.uniq.size, " ", stats[:hits] + stats[:misses], " ", stats[:misses] - stats[:coalesced], " ", stats[:token_fetches]
+    RUBY
+    out = IO.popen([RbConfig.ruby, "-I", File.expand_path("../../lib", __dir__), "-e", script], &:read)
+    # one distinct URL, 20 answers, one signing (concurrent misses waited for it), one token
+    expect(out).to eq("1 20 1 1")
+    expect(emulator.stats).to include("token_requests" => 1, "sign_blob_calls" => 1)
   end
 
   it "returns byte for byte what fog-google itself builds for the same expiry (keyed connection)" do

@@ -4,6 +4,9 @@ require "fog/google"
 require "googleauth"
 require "gitlab_gcs_signer/fog"
 
+# fog-google 1.15 logs deprecation notices about its own constant names.
+Fog::Logger[:deprecation] = nil
+
 # fog connections as GitLab builds them. Keyless ones carry a googleauth
 # object without a key instead of `google_application_default: true`, whose
 # detection would query 169.254.169.254 (field notes s.8).
