@@ -29,6 +29,7 @@ GitlabGcsSigner::Fog.install!(signer: GitlabGcsSigner.default_signer, version: :
 require "fog/google"
 require "carrierwave"
 require "googleauth"
+Fog::Logger[:deprecation] = nil # fog-google 1.15's notices about its own constant names
 
 # GitLab's object-storage connection on Workload Identity: no key. (The
 # googleauth object stands in for `google_application_default: true`, whose
