@@ -1,11 +1,11 @@
 # frozen_string_literal: true
 
+require "fog/core"
+# fog-google 1.15 logs deprecation notices about its own constant names.
+Fog::Logger[:deprecation] = nil
 require "fog/google"
 require "googleauth"
 require "gitlab_gcs_signer/fog"
-
-# fog-google 1.15 logs deprecation notices about its own constant names.
-Fog::Logger[:deprecation] = nil
 
 # fog connections as GitLab builds them. Keyless ones carry a googleauth
 # object without a key instead of `google_application_default: true`, whose
