@@ -12,7 +12,6 @@ Gem::Specification.new do |spec|
     initializer makes fog-google and CarrierWave (GitLab) use it.
   DESC
   spec.license = "MIT"
-  spec.homepage = "https://gitlab.com/gitlab-gcs-signer/gitlab-gcs-signer"
   spec.authors = ["gitlab-gcs-signer developers"]
   spec.required_ruby_version = ">= 3.0"
 
