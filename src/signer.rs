@@ -57,6 +57,11 @@ impl Default for SignerOptions {
 /// does not hang on an outage.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The signing itself gives up at the call's deadline with a specific error
+/// (quota, unavailable, a metadata timeout); the caller's wait ends this
+/// much later, only as a backstop, so that error is the one Ruby sees.
+const DEADLINE_GRACE: Duration = Duration::from_millis(200);
+
 /// A URL to sign, checked, with its expiry window worked out.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -141,10 +146,11 @@ impl UrlSigner {
             return Ok(email);
         }
         let inner = self.inner.clone();
+        let deadline = self.deadline();
         runtime::block_on(
-            async move { inner.blob.email().await },
+            async move { inner.blob.email_until(deadline).await },
             cancel,
-            Some(self.deadline()),
+            Some(deadline + DEADLINE_GRACE),
         )
     }
 
@@ -155,10 +161,11 @@ impl UrlSigner {
             return sig;
         }
         let inner = self.inner.clone();
+        let deadline = self.deadline();
         runtime::block_on(
-            async move { inner.blob.sign(payload).await },
+            async move { inner.blob.sign_until(payload, deadline).await },
             cancel,
-            Some(self.deadline()),
+            Some(deadline + DEADLINE_GRACE),
         )
     }
 
@@ -263,12 +270,12 @@ impl UrlSigner {
         runtime::block_on(
             async move {
                 match inner.cache.as_ref().filter(|_| plan.cacheable) {
-                    None => Ok(inner.sign_remote(&plan).await?.url.clone()),
-                    Some(cache) => inner.clone().coalesced(cache, plan).await,
+                    None => Ok(inner.sign_remote(&plan, deadline).await?.url.clone()),
+                    Some(cache) => inner.clone().coalesced(cache, plan, deadline).await,
                 }
             },
             cancel,
-            Some(deadline),
+            Some(deadline + DEADLINE_GRACE),
         )
     }
 
@@ -344,14 +351,14 @@ impl Inner {
         Ok(Some(self.entry(plan, prepared.finish(&sig?), false)))
     }
 
-    async fn sign_remote(&self, plan: &Plan) -> Result<Arc<Entry>> {
+    async fn sign_remote(&self, plan: &Plan, deadline: Instant) -> Result<Arc<Entry>> {
         let email = match self.blob.email_now() {
             Some(e) => e,
-            None => self.blob.email().await?,
+            None => self.blob.email_until(deadline).await?,
         };
         let prepared = Prepared::new(plan, &email)?;
         let payload = prepared.string_to_sign().as_bytes().to_vec();
-        let sig = self.blob.sign(payload).await?;
+        let sig = self.blob.sign_until(payload, deadline).await?;
         Ok(self.entry(plan, prepared.finish(&sig), self.blob.uses_sign_blob()))
     }
 
@@ -375,7 +382,12 @@ impl Inner {
     }
 
     /// One `signBlob` call for every concurrent miss of the same key.
-    async fn coalesced(self: Arc<Self>, cache: &UrlCache, plan: Plan) -> Result<String> {
+    async fn coalesced(
+        self: Arc<Self>,
+        cache: &UrlCache,
+        plan: Plan,
+        deadline: Instant,
+    ) -> Result<String> {
         loop {
             if let Some(entry) = cache.lookup(&plan.key, &plan.want) {
                 return Ok(entry.url.clone());
@@ -389,7 +401,7 @@ impl Inner {
                     let inner = self.clone();
                     let plan = plan.clone();
                     runtime::spawn(async move {
-                        let outcome = inner.sign_remote(&plan).await;
+                        let outcome = inner.sign_remote(&plan, deadline).await;
                         if let Some(cache) = inner.cache.as_ref() {
                             cache.land(plan.key.clone(), leader, outcome);
                             if Stats::get(&inner.stats.misses) % 4096 == 0 {
