@@ -192,11 +192,11 @@ puts format("lower bound, per process (no shared level):     %<c>6d signatures, 
   puts format("%<l>s: %<c>6d signBlob calls, %<r>7.1f per 1,000 requests (%<x>.2fx the fleet bound), %<e>.1f s",
               l: label, c: calls, r: calls / n * 1000, x: calls.to_f / fleet_bound, e: elapsed)
   if shared
-    puts format("  shared level: %<h>d hits, %<w>d coalesced waits, %<m>d misses, %<j>d rejected (window), " \
+    puts format("  shared level: %<h>d hits, %<w>d coalesced waits, %<m>d misses, %<st>d stale, %<j>d rejected, " \
                 "%<wr>d writes, %<er>d errors; local hits %<lh>d",
                 h: sum.call(:shared_hits), w: sum.call(:shared_waits), m: sum.call(:shared_misses),
-                j: sum.call(:shared_rejected), wr: sum.call(:shared_writes), er: sum.call(:shared_errors),
-                lh: sum.call(:hits))
+                st: sum.call(:shared_stale), j: sum.call(:shared_rejected), wr: sum.call(:shared_writes),
+                er: sum.call(:shared_errors), lh: sum.call(:hits))
   else
     puts format("  local hits %<h>d, misses %<m>d", h: sum.call(:hits), m: sum.call(:misses))
   end

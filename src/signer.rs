@@ -82,6 +82,19 @@ impl Plan {
     }
 }
 
+/// What [`UrlSigner::adopt`] made of a URL from the shared cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// It serves the request and is now in the local cache.
+    Taken,
+    /// A valid entry whose expiry does not fit this request's window (or
+    /// whose `signBlob` signature is over 12 hours old).
+    Stale,
+    /// Not a URL this signer would have made for the request: another
+    /// account, request, format version or a signing time in the future.
+    Refused,
+}
+
 /// Versions the shared key: a release that changes what a URL looks like
 /// for the same request changes this, so old entries are never read.
 const SHARED_KEY_FORMAT: &str = "gitlab-gcs-signer shared v1\0";
@@ -347,7 +360,7 @@ impl UrlSigner {
     /// local cache if it serves this plan under the local cache's rules
     /// (`X <= x <= X + E`, 12 hours for `signBlob`) and is, apart from its
     /// signature, exactly the URL this process would build for that request,
-    /// expiry and signing time. Returns whether it was taken.
+    /// expiry and signing time.
     pub fn adopt(
         &self,
         plan: &Plan,
@@ -355,15 +368,15 @@ impl UrlSigner {
         expires_at: i64,
         signed_at: i64,
         from_sign_blob: bool,
-    ) -> bool {
+    ) -> Adoption {
         let Some(cache) = self.inner.cache.as_ref().filter(|_| plan.cacheable) else {
-            return false;
+            return Adoption::Refused;
         };
         let Some(email) = self.inner.blob.email_now() else {
-            return false;
+            return Adoption::Refused;
         };
         if signed_at > plan.date + SHARED_MAX_CLOCK_SKEW || signed_at >= expires_at {
-            return false;
+            return Adoption::Refused;
         }
         let entry = Arc::new(Entry {
             url: url.to_owned(),
@@ -372,11 +385,14 @@ impl UrlSigner {
             // Trust no claim that would lift the 12-hour rule.
             from_sign_blob: from_sign_blob || self.inner.blob.uses_sign_blob(),
         });
-        if !entry.serves(&plan.want) || !url_matches(plan, &email, url, expires_at, signed_at) {
-            return false;
+        if !entry.serves(&plan.want) {
+            return Adoption::Stale;
+        }
+        if !url_matches(plan, &email, url, expires_at, signed_at) {
+            return Adoption::Refused;
         }
         cache.insert(plan.key.clone(), entry);
-        true
+        Adoption::Taken
     }
 
     /// [`UrlSigner::plan`], then the cache, then signing.
@@ -640,7 +656,7 @@ mod tests {
         assert_eq!(a.shared_key(&pinned, &Cancel::new()).unwrap(), None);
     }
 
-    fn adopt_entry(to: &UrlSigner, plan: &Plan, e: &Entry) -> bool {
+    fn adopt_entry(to: &UrlSigner, plan: &Plan, e: &Entry) -> Adoption {
         to.adopt(plan, &e.url, e.expires_at, e.signed_at, e.from_sign_blob)
     }
 
@@ -658,17 +674,21 @@ mod tests {
             clock_b.advance_micros(30_000_000);
             let plan_b = b.plan(r.clone(), Expiry::In(600.0), None).unwrap();
             assert!(b.try_cached(&plan_b).is_none());
-            assert!(adopt_entry(&b, &plan_b, &e));
+            assert_eq!(adopt_entry(&b, &plan_b, &e), Adoption::Taken);
             assert_eq!(b.try_cached(&plan_b).as_deref(), Some(e.url.as_str()));
 
             // a request for a shorter life would get a URL that outlives it too long
             let short = b.plan(r.clone(), Expiry::In(60.0), None).unwrap();
-            assert!(!adopt_entry(&b, &short, &e));
+            assert_eq!(adopt_entry(&b, &short, &e), Adoption::Stale);
             // 61 s later the URL no longer lasts 600 s more
             clock_b.advance_micros(31_000_000);
             let late = b.plan(r.clone(), Expiry::In(600.0), None).unwrap();
-            assert!(!adopt_entry(&b, &late, &e));
+            assert_eq!(adopt_entry(&b, &late, &e), Adoption::Stale);
         }
+    }
+
+    fn assert_refused(outcome: Adoption) {
+        assert_eq!(outcome, Adoption::Refused);
     }
 
     #[test]
@@ -688,20 +708,20 @@ mod tests {
             .unwrap();
         let (x, s) = (e.expires_at, e.signed_at);
         // another object's plan
-        assert!(!b.adopt(&other, &e.url, x, s, true));
+        assert_refused(b.adopt(&other, &e.url, x, s, true));
         // an expiry that is not the one in the URL
-        assert!(!b.adopt(&plan, &e.url, x - 1, s, true));
-        assert!(!b.adopt(&plan, &e.url, x, s - 1, true));
+        assert_refused(b.adopt(&plan, &e.url, x - 1, s, true));
+        assert_refused(b.adopt(&plan, &e.url, x, s - 1, true));
         // a signing time from the future
-        assert!(!b.adopt(&plan, &e.url, x + 60, s + 60, true));
+        assert_refused(b.adopt(&plan, &e.url, x + 60, s + 60, true));
         // tampered parameters or signature
         let tampered = e
             .url
             .replace("X-Goog-SignedHeaders=host", "X-Goog-SignedHeaders=host&a=b");
-        assert!(!b.adopt(&plan, &tampered, x, s, true));
-        assert!(!b.adopt(&plan, &format!("{}&x=1", e.url), x, s, true));
+        assert_refused(b.adopt(&plan, &tampered, x, s, true));
+        assert_refused(b.adopt(&plan, &format!("{}&x=1", e.url), x, s, true));
         let cut = &e.url[..e.url.len() - e.url.rsplit('=').next().unwrap().len()];
-        assert!(!b.adopt(&plan, cut, x, s, true));
+        assert_refused(b.adopt(&plan, cut, x, s, true));
         // another account's URL
         let (c, _) = signer("c@p.iam.gserviceaccount.com");
         let ec = c
@@ -711,9 +731,9 @@ mod tests {
                 &Cancel::new(),
             )
             .unwrap();
-        assert!(!b.adopt(&plan, &ec.url, ec.expires_at, ec.signed_at, true));
+        assert_refused(b.adopt(&plan, &ec.url, ec.expires_at, ec.signed_at, true));
         assert!(b.try_cached(&plan).is_none());
-        assert!(b.adopt(&plan, &e.url, x, s, true));
+        assert_eq!(b.adopt(&plan, &e.url, x, s, true), Adoption::Taken);
     }
 
     #[test]
@@ -733,6 +753,9 @@ mod tests {
         clock_b.set_micros(later * 1_000_000);
         let left = (e.expires_at - later) as f64;
         let plan = b.plan(r, Expiry::In(left - 10.0), None).unwrap();
-        assert!(!b.adopt(&plan, &e.url, e.expires_at, e.signed_at, false));
+        assert_eq!(
+            b.adopt(&plan, &e.url, e.expires_at, e.signed_at, false),
+            Adoption::Stale
+        );
     }
 }

@@ -40,9 +40,16 @@ module GitlabGcsSigner
     # Signatures from signBlob are served for 12 hours at most (field notes s.2).
     SIGN_BLOB_MAX_SERVE = 12 * 3600
 
+    # shared_hits: served from the store; shared_misses: nothing usable there,
+    # so this process took the lock or waited; shared_waits: served by another
+    # process's signing after waiting; shared_stale: an entry whose expiry does
+    # not fit the request's window (normal); shared_rejected: an entry that is
+    # not this request's URL or is malformed (should stay 0); shared_errors:
+    # failed or slow store calls; shared_skipped: calls that bypassed the store
+    # while the breaker was open.
     COUNTERS = %i[
       shared_hits shared_misses shared_writes shared_waits shared_wait_timeouts
-      shared_rejected shared_errors shared_skipped shared_breaker_opens
+      shared_stale shared_rejected shared_errors shared_skipped shared_breaker_opens
     ].freeze
 
     attr_reader :store, :options
@@ -81,7 +88,7 @@ module GitlabGcsSigner
     end
 
     def stats
-      @mutex.synchronize { @counters.dup }.merge(shared_breaker_open: open?)
+      @mutex.synchronize { @counters.dup }.merge(shared_breaker_open: open? ? 1 : 0)
     end
 
     def inspect
@@ -148,9 +155,13 @@ module GitlabGcsSigner
       return nil if value.nil?
 
       url, expires_at, signed_at, from_sign_blob = parse(value)
-      return url if url && native.adopt(plan, url, expires_at, signed_at, from_sign_blob)
+      return count(:shared_rejected, nil) unless url
 
-      count(:shared_rejected, nil)
+      case native.adopt(plan, url, expires_at, signed_at, from_sign_blob)
+      when :taken then url
+      when :stale then count(:shared_stale, nil)
+      else count(:shared_rejected, nil)
+      end
     end
 
     def parse(value)

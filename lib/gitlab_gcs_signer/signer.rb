@@ -47,7 +47,7 @@ module GitlabGcsSigner
         clock_arg(clock)
       )
       @identity = @native.identity
-      @shared_cache = shared_cache_arg(shared_cache, cache)
+      @shared_cache = shared_cache_arg(shared_cache, cache, timeout)
     end
 
     # Returns a signed URL valid for at least expires_in seconds (or until
@@ -157,11 +157,17 @@ module GitlabGcsSigner
       string(object, :object)
     end
 
-    def shared_cache_arg(shared_cache, cache)
+    def shared_cache_arg(shared_cache, cache, timeout)
       return nil if shared_cache.nil?
       raise ArgumentError, "shared_cache: needs the local cache (cache: must not be false)" if cache == false
 
-      shared_cache.is_a?(SharedCache) ? shared_cache : SharedCache.new(shared_cache)
+      shared = shared_cache.is_a?(SharedCache) ? shared_cache : SharedCache.new(shared_cache)
+      # A process that waits for another's signature must still have time to sign itself.
+      if shared.options[:wait] >= timeout
+        raise ArgumentError, "shared_cache wait: (#{shared.options[:wait]} s) must be less than timeout: (#{timeout} s)"
+      end
+
+      shared
     end
 
     def clock_arg(clock)

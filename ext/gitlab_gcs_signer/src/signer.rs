@@ -7,10 +7,10 @@ use crate::convert::{arg, opt_text, pairs, req_text};
 use crate::nogvl::{guarded, without_gvl};
 use gcs_signer::cache::CacheConfig;
 use gcs_signer::credentials::CredentialOptions;
-use gcs_signer::signer::{Expiry, Plan as CorePlan, SignerOptions};
+use gcs_signer::signer::{Adoption, Expiry, Plan as CorePlan, SignerOptions};
 use gcs_signer::{Error as CoreError, UrlRequest, UrlSigner, UrlStyle, Version};
 use magnus::{
-    function, method, prelude::*, Error, IntoValue, RHash, RModule, RString, Ruby, Value,
+    function, method, prelude::*, Error, IntoValue, RHash, RModule, RString, Ruby, Symbol, Value,
 };
 use std::time::Duration;
 
@@ -127,18 +127,26 @@ impl Signer {
         ))
     }
 
-    /// adopt(plan, url, expires_at, signed_at, from_sign_blob) -> true when
-    /// the URL serves the plan and went into the local cache.
+    /// adopt(plan, url, expires_at, signed_at, from_sign_blob) -> :taken
+    /// (it serves the plan and is now in the local cache), :stale (its expiry
+    /// does not fit the plan's window) or :refused (not this request's URL).
     fn adopt(
-        &self,
+        ruby: &Ruby,
+        rb_self: &Self,
         plan: &Plan,
         url: String,
         expires_at: i64,
         signed_at: i64,
         from_sign_blob: bool,
-    ) -> bool {
-        self.0
-            .adopt(&plan.0, &url, expires_at, signed_at, from_sign_blob)
+    ) -> Symbol {
+        let outcome = rb_self
+            .0
+            .adopt(&plan.0, &url, expires_at, signed_at, from_sign_blob);
+        ruby.to_symbol(match outcome {
+            Adoption::Taken => "taken",
+            Adoption::Stale => "stale",
+            Adoption::Refused => "refused",
+        })
     }
 
     /// string_to_sign(same arguments as signed_url)
