@@ -112,16 +112,19 @@ def worker(events, emulator, redis_url, shared, base, cmd, done)
   signer = GitlabGcsSigner::Signer.new(metadata_host: emulator.host, iam_endpoint: emulator.url, clock: clock,
                                        shared_cache: shared_cache)
   by_second = events.group_by(&:first)
+  busy = 0.0
   while (line = cmd.gets)
     if line.start_with?("stats")
-      done.puts(JSON.generate(signer.stats))
+      done.puts(JSON.generate(signer.stats.merge(call_seconds: busy)))
       break
     end
     t = Integer(line)
     by_second.fetch(t, []).each do |_, object, method, lifetime|
       clock.set(base + t)
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
       signer.signed_url(bucket: "gitlab", object: object, method: method, expires_in: lifetime,
                         query: method == "GET" ? { "response-content-disposition" => "inline" } : {})
+      busy += Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
     end
     done.puts("ok")
   end
@@ -167,7 +170,7 @@ rng = Random.new(opts[:seed] + 1)
 assigned = Array.new(opts[:processes]) { [] }
 events.each { |e| assigned[rng.rand(opts[:processes])] << e }
 
-emulator = GitlabGcsSigner::Emulator::Process.start(config: { "iam" => { "latency_ms" => opts[:iam_latency_ms] } })
+emulator = GitlabGcsSigner::Emulator::Process.start
 redis = RedisServer.new.start
 base = Time.now.to_i
 
@@ -183,14 +186,17 @@ puts format("lower bound, per process (no shared level):     %<c>6d signatures, 
             c: process_bound, r: process_bound / n * 1000)
 
 [false, true].each do |shared|
-  emulator.reset!
+  emulator.reset! # clears faults too: set the latency after it
+  emulator.configure("iam" => { "latency_ms" => opts[:iam_latency_ms] })
   redis.client.flushdb if shared
   stats, elapsed = run_fleet(assigned, emulator, redis.url, shared, base)
   calls = emulator.stats["sign_blob_calls"]
   sum = ->(k) { stats.sum { |s| s[k] || 0 } }
   label = shared ? "with the shared level   " : "without the shared level"
-  puts format("%<l>s: %<c>6d signBlob calls, %<r>7.1f per 1,000 requests (%<x>.2fx the fleet bound), %<e>.1f s",
-              l: label, c: calls, r: calls / n * 1000, x: calls.to_f / fleet_bound, e: elapsed)
+  puts format("%<l>s: %<c>6d signBlob calls, %<r>7.1f per 1,000 requests (%<x>.2fx the fleet bound); " \
+              "mean call %<m>.2f ms, run %<e>.1f s",
+              l: label, c: calls, r: calls / n * 1000, x: calls.to_f / fleet_bound,
+              m: sum.call(:call_seconds) / n * 1000, e: elapsed)
   if shared
     puts format("  shared level: %<h>d hits, %<w>d coalesced waits, %<m>d misses, %<st>d stale, %<j>d rejected, " \
                 "%<wr>d writes, %<er>d errors; local hits %<lh>d",

@@ -1,7 +1,6 @@
 # frozen_string_literal: true
 
 require "json"
-require "securerandom"
 
 module GitlabGcsSigner
   # The second cache level: signed URLs shared by every process and pod of a
@@ -84,7 +83,9 @@ module GitlabGcsSigner
       key = open? ? skip : native.shared_key(found)
       return native.sign_plan(found)[0] unless key
 
-      fetch(native, found, "#{@namespace}:#{key}")
+      # The braces are a Redis Cluster hash tag: the value and its lock share a
+      # slot, so read_multi (MGET) of both works on a cluster too.
+      fetch(native, found, "#{@namespace}:{#{key}}")
     end
 
     def stats
@@ -104,7 +105,9 @@ module GitlabGcsSigner
 
       lock_key = "#{value_key}:lock"
       count(:shared_misses)
-      if call { @store.write(lock_key, SecureRandom.hex(8), unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
+      # Not a fencing lock: at worst (a winner slower than lock_ttl) two
+      # processes sign the same key, which costs one signBlob call.
+      if call { @store.write(lock_key, "1", unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
         begin
           publish(native, plan, value_key)
         ensure
@@ -124,11 +127,17 @@ module GitlabGcsSigner
       usable_until = from_sign_blob ? [expires_at, signed_at + SIGN_BLOB_MAX_SERVE].min : expires_at
       ttl = usable_until - plan.now
       if ttl.positive?
-        value = JSON.generate("url" => url, "expires_at" => expires_at, "signed_at" => signed_at, "sign_blob" => from_sign_blob)
-        # A store answers a failed write with false (RedisCacheStore rescues
-        # Redis errors), the one sign of an outage that does not raise.
+        value = JSON.generate("url" => url, "expires_at" => expires_at, "signed_at" => signed_at,
+                              "sign_blob" => from_sign_blob)
         written = call { @store.write(value_key, value, expires_in: ttl, raw: true) }
-        written ? count(:shared_writes) : failure
+        # A store answers a failed write with false (RedisCacheStore rescues
+        # Redis errors), the one sign of an outage that does not raise; nil
+        # means call already counted an exception.
+        if written
+          count(:shared_writes)
+        elsif written == false
+          failure
+        end
       end
       url
     end
@@ -138,8 +147,10 @@ module GitlabGcsSigner
       deadline = now + @options[:wait]
       pause = 0.005
       loop do
+        return nil if open?
+
         sleep([pause, deadline - now].min.clamp(0, nil))
-        return count(:shared_wait_timeouts, nil) if now >= deadline || open?
+        return count(:shared_wait_timeouts, nil) if now >= deadline
 
         found = call { @store.read_multi(value_key, lock_key, raw: true) } || {}
         url = adopt(native, plan, found[value_key])

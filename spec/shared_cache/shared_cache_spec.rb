@@ -103,7 +103,7 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
   it "hashes keys, so no object name reaches Redis's key space, and sets a TTL on every entry" do
     url = download(process_signer, expires_in: 600)
     keys = redis.client.keys("*")
-    expect(keys).to contain_exactly(match(/\Agitlab_gcs_signer:v1:\h{64}\z/))
+    expect(keys).to contain_exactly(match(/\Agitlab_gcs_signer:v1:\{\h{64}\}\z/))
     expect(keys.join).not_to include("secret")
     expect(keys.join).not_to include(bucket)
     # The value is the bearer URL itself (README: the trust assumption).
