@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-require "cgi"
+require "English"
 
 # The fleet-wide level against a real redis-server and a real
 # ActiveSupport::Cache::RedisCacheStore. Each "process" is a signer with its
@@ -194,6 +194,20 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
       expect(sign_blob_calls).to be_between(1, 2)
       expect(results.sum { |r| r["stats"]["shared_waits"] + r["stats"]["shared_hits"] }).to be >= 4
       results.map { |r| r["url"] }.uniq.each { |url| expect(gcs(url).code).to eq("200") }
+    end
+
+    it "keeps working in a child forked after the store was used (Puma's preload)" do
+      signer = process_signer
+      download(signer)
+      pid = fork do
+        download(signer, name: "child.pdf")
+        exit!(signer.stats[:shared_errors].zero? ? 0 : 1)
+      end
+      Process.wait(pid)
+      expect($CHILD_STATUS.exitstatus).to eq(0)
+      expect(redis.client.keys("*").size).to eq(2)
+      expect(download(process_signer, name: "child.pdf")).to start_with("https://")
+      expect(sign_blob_calls).to eq(2)
     end
 
     it "signs once per process without the shared level (the baseline)" do
