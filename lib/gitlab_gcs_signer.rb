@@ -17,6 +17,7 @@ rescue LoadError
 end
 
 require_relative "gitlab_gcs_signer/signer"
+require_relative "gitlab_gcs_signer/observability"
 
 # Signed Google Cloud Storage URLs for GitLab without a service-account key.
 module GitlabGcsSigner

@@ -130,6 +130,7 @@ impl Guard {
             return Ok(p);
         }
         Stats::incr(&stats.throttled);
+        crate::events::throttled("in_flight");
         match tokio::time::timeout_at(deadline, sem.acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
             _ => Err(Error::new(
@@ -176,6 +177,7 @@ impl Guard {
             }
             if !throttled.swap(true, Ordering::Relaxed) {
                 Stats::incr(&stats.throttled);
+                crate::events::throttled("rate");
             }
             tokio::time::sleep(wait).await;
         }
@@ -276,6 +278,7 @@ impl IamSigner {
                 )),
             };
         if let Err(e) = &result {
+            crate::events::sign_blob_failed(e);
             let counter = match e.kind() {
                 ErrorKind::PermissionDenied
                 | ErrorKind::InsufficientScope
@@ -344,6 +347,7 @@ impl IamSigner {
             },
             |e, delay| {
                 Stats::incr(&self.stats.sign_blob_retries);
+                crate::events::retry("sign_blob", e, delay);
                 if e.kind() == ErrorKind::Quota {
                     self.guard.cool_down(delay);
                 }

@@ -183,7 +183,7 @@ impl MetadataClient {
             deadline,
             Backoff::default(),
             || self.attempt(&url, path),
-            |_, _| {},
+            |e, delay| crate::events::retry("metadata", e, delay),
         )
         .await;
         result.map_err(|e| match e.kind() {

@@ -10,7 +10,7 @@ module GitlabGcsSigner
       CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
       IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 
-      KEYS = %w[email token_lifetime default_scopes deny_sign_blob api_disabled now_override seed].freeze
+      KEYS = %w[email token_lifetime default_scopes ignore_requested_scopes deny_sign_blob api_disabled now_override seed].freeze
 
       def initialize(account:, token_lifetime: 3599)
         @account = account
@@ -18,6 +18,8 @@ module GitlabGcsSigner
           "email" => nil, # nil: the key file's client_email
           "token_lifetime" => Integer(token_lifetime),
           "default_scopes" => [CLOUD_PLATFORM],
+          # GKE's metadata server honours ?scopes=; GCE's ignores it and issues the instance's scopes.
+          "ignore_requested_scopes" => false,
           "deny_sign_blob" => false,
           "api_disabled" => false,
           "now_override" => nil,
@@ -63,7 +65,7 @@ module GitlabGcsSigner
         when "email" then check(key, value, value.nil? || (value.is_a?(String) && !value.empty?))
         when "token_lifetime" then check(key, value, value.is_a?(Integer) && value.positive?)
         when "default_scopes" then check(key, value, value.is_a?(Array) && value.all?(String))
-        when "deny_sign_blob", "api_disabled" then check(key, value, [true, false].include?(value))
+        when "deny_sign_blob", "api_disabled", "ignore_requested_scopes" then check(key, value, [true, false].include?(value))
         when "now_override" then check(key, value, value.nil? || value.is_a?(Numeric))
         when "seed" then check(key, value, value.is_a?(Integer))
         else raise Invalid, "unknown setting #{key.inspect} (known: #{KEYS.join(', ')})"

@@ -81,7 +81,7 @@ module GitlabGcsSigner
       # signBlob can refuse a storage-only token the way Google does (fog-google issue 599).
       def token(request)
         scopes = request.params["scopes"]&.split(",")&.map(&:strip)&.reject(&:empty?)
-        scopes = @config["default_scopes"] if scopes.nil? || scopes.empty?
+        scopes = @config["default_scopes"] if scopes.nil? || scopes.empty? || @config["ignore_requested_scopes"]
         lifetime = @config["token_lifetime"]
         value = @tokens.issue(scopes: scopes, lifetime: lifetime, now: @config.now)
         @stats.incr("tokens_issued")
