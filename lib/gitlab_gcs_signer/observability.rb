@@ -48,27 +48,22 @@ module GitlabGcsSigner
       log_events_queued: "log events waiting to be written"
     }.freeze
 
-    @signers = ObjectSpace::WeakMap.new
     @logger = nil
 
     class << self
       attr_accessor :logger
 
-      # Called by Signer#initialize: live signers are listed in stats.
-      def register(signer)
-        @signers[signer] = true
-      end
-
-      def signers
-        @signers.keys
-      end
-
+      # Before the first Signer exists the native layer knows only its
+      # process-wide names; the per-signer ones are then 0.
       def stats
         raw = Native.process_stats
         {
-          counters: COUNTERS.keys.to_h { |name| [name, raw.fetch(name)] },
-          gauges: GAUGES.keys.to_h { |name| [name, raw.fetch(name)] },
-          signers: signers.map { |s| { identity: s.identity }.merge(s.stats) }
+          counters: COUNTERS.keys.to_h { |name| [name, raw.fetch(name, 0)] },
+          gauges: GAUGES.keys.to_h { |name| [name, raw.fetch(name, 0)] },
+          # Kept natively (ext/.../observe.rs), not in an ObjectSpace::WeakMap:
+          # Ruby 3.1's WeakMap crashed the GC here ("try to mark T_NONE object")
+          # when keyed by signers whose native part is freed immediately.
+          signers: Native.signer_stats
         }
       end
 

@@ -44,7 +44,6 @@ module GitlabGcsSigner
         clock_arg(clock)
       )
       @identity = @native.identity
-      Observability.register(self)
     end
 
     # Returns a signed URL valid for at least expires_in seconds (or until

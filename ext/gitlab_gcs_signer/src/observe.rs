@@ -1,7 +1,8 @@
 //! Observability for the Ruby layer (lib/gitlab_gcs_signer/observability.rb):
 //! `Native.drain_events` (the core's event queue, src/events.rs, turned into
 //! Hashes for the Ruby logger) and `Native.process_stats` (counters summed
-//! over every signer this process ever built).
+//! over every signer this process ever built) and `Native.signer_stats`
+//! (each live signer's own).
 //!
 //! Process-wide counters must be monotonic (Prometheus counters), yet
 //! signers come and go (a new fog connection per upload, field notes s.6).
@@ -29,6 +30,9 @@ const NOT_SUMMED: &[&str] = &["token_fetches"];
 struct Registry {
     live: HashMap<u64, UrlSigner>,
     retired: BTreeMap<&'static str, u64>,
+    /// Every per-signer name, so that sums list them all (as 0) even when
+    /// no signer is alive.
+    names: Vec<&'static str>,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -45,10 +49,12 @@ pub struct Registration(u64);
 impl Registration {
     pub fn new(signer: &UrlSigner) -> Self {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        registry()
-            .get_or_insert_with(Registry::default)
-            .live
-            .insert(id, signer.clone());
+        let mut guard = registry();
+        let reg = guard.get_or_insert_with(Registry::default);
+        if reg.names.is_empty() {
+            reg.names = signer.stats().into_iter().map(|(name, _)| name).collect();
+        }
+        reg.live.insert(id, signer.clone());
         Registration(id)
     }
 }
@@ -79,6 +85,8 @@ fn totals() -> Vec<(&'static str, u64)> {
     let mut live = 0;
     if let Some(reg) = guard.as_ref() {
         live = reg.live.len() as u64;
+        sums.extend(reg.names.iter().map(|name| (*name, 0)));
+        sums.retain(|name, _| !NOT_SUMMED.contains(name));
         sums.extend(reg.retired.iter().map(|(k, v)| (*k, *v)));
         for signer in reg.live.values() {
             for (name, value) in signer.stats() {
@@ -103,6 +111,32 @@ fn process_stats(ruby: &Ruby) -> Result<RHash, Error> {
         hash.aset(ruby.to_symbol(name), value)?;
     }
     Ok(hash)
+}
+
+/// `Native.signer_stats` -> [{identity:, hits:, ...}, ...], one per live
+/// signer, in creation order.
+fn signer_stats(ruby: &Ruby) -> Result<RArray, Error> {
+    let snapshot: Vec<(String, Vec<(&'static str, u64)>)> = {
+        let guard = registry();
+        let mut live: Vec<_> = guard
+            .as_ref()
+            .map(|reg| reg.live.iter().collect())
+            .unwrap_or_default();
+        live.sort_by_key(|(id, _)| **id);
+        live.into_iter()
+            .map(|(_, s)| (s.identity().to_owned(), s.stats()))
+            .collect()
+    };
+    let list = ruby.ary_new_capa(snapshot.len());
+    for (identity, stats) in snapshot {
+        let h = ruby.hash_new();
+        h.aset(ruby.to_symbol("identity"), identity)?;
+        for (name, value) in stats {
+            h.aset(ruby.to_symbol(name), value)?;
+        }
+        list.push(h)?;
+    }
+    Ok(list)
 }
 
 /// `Native.drain_events` -> [[{type:, ...}, ...], dropped_since_last_drain].
@@ -156,5 +190,6 @@ fn drain_events(ruby: &Ruby) -> Result<RArray, Error> {
 pub fn init(_ruby: &Ruby, native: RModule) -> Result<(), Error> {
     native.define_singleton_method("drain_events", function!(drain_events, 0))?;
     native.define_singleton_method("process_stats", function!(process_stats, 0))?;
+    native.define_singleton_method("signer_stats", function!(signer_stats, 0))?;
     Ok(())
 }

@@ -317,8 +317,10 @@ module GitlabGcsSigner
           return
         end
         get = gcs_request("GET", url_for.call("GET"))
-        code = get.body.to_s[%r{<Code>([^<]*)</Code>}, 1]
-        detail = get.body.to_s[%r{<Message>([^<]*)</Message>}, 1]
+        # Only an answer like the HEAD's explains it (a transient 503 may be gone by now).
+        body = get.status == head.status ? get.body.to_s : ""
+        code = body[%r{<Code>([^<]*)</Code>}, 1]
+        detail = body[%r{<Message>([^<]*)</Message>}, 1]
         check.details["code"] = code if code
         check.message = "signed HEAD answered HTTP #{head.status}#{code ? " #{code}" : ''}#{detail ? ": #{detail}" : ''}"
         check.fix =

@@ -63,7 +63,9 @@ module GitlabGcsSigner
 
       def signer
         @signer = GitlabGcsSigner::Signer.new(credentials: @options[:credentials], service_account_email: @options[:service_account],
-                                    metadata_host: @options[:metadata_host], iam_endpoint: @options[:iam_endpoint])
+                                    metadata_host: @options[:metadata_host], iam_endpoint: @options[:iam_endpoint],
+                                    # One URL, exactly as long-lived as asked (the cache would extend it).
+                                    cache: false)
       end
 
       def pair(kind, text, separator, flag)
