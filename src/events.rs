@@ -288,7 +288,10 @@ mod tests {
 
     #[test]
     fn kind_names_are_snake_case() {
-        assert_eq!(kind_name(ErrorKind::InsufficientScope), "insufficient_scope");
+        assert_eq!(
+            kind_name(ErrorKind::InsufficientScope),
+            "insufficient_scope"
+        );
         assert_eq!(kind_name(ErrorKind::Unauthenticated), "unauthenticated");
     }
 }
