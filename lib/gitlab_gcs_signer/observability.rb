@@ -5,7 +5,9 @@ require "logger"
 module GitlabGcsSigner
   # The ActiveSupport::Notifications event instrumented for every
   # Signer#signed_url call while someone subscribes to it. Payload:
-  #   cache:   :hit or :miss (nil if the arguments were rejected)
+  #   cache:   :hit (local cache), :shared_hit (the shared_cache store, or
+  #            another process's signature waited for) or :miss (signed
+  #            here); nil if the arguments were rejected
   #   method:  "GET", "PUT", ...
   #   bucket:  the bucket name
   #   version: :v4 or :v2
@@ -74,11 +76,11 @@ module GitlabGcsSigner
 
       # Signer#signed_url. +args+ are the native positional arguments
       # (version, method, bucket, ... as Signer#native_request builds them).
-      def signed_url(native, args)
-        return sign(native, args, nil) unless listening?
+      def signed_url(native, args, shared = nil)
+        return sign(native, args, nil, shared) unless listening?
 
         payload = { cache: nil, method: args[1], bucket: args[2], version: args[0].to_sym }
-        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, args, payload) }
+        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, args, payload, shared) }
       end
 
       # Runs a call that always misses the cache (sign_blob, email, ...),
@@ -105,10 +107,15 @@ module GitlabGcsSigner
 
       private
 
-      def sign(native, args, payload)
-        url, hit = native.signed_url_with_status(*args)
-        payload[:cache] = hit ? :hit : :miss if payload
-        flush_events unless hit
+      def sign(native, args, payload, shared)
+        if shared
+          url, status = shared.signed_url_with_status(native, args)
+        else
+          url, hit = native.signed_url_with_status(*args)
+          status = hit ? :hit : :miss
+        end
+        payload[:cache] = status if payload
+        flush_events unless status == :hit
         url
       rescue Error => e
         payload[:cache] = :miss if payload

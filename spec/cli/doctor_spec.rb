@@ -130,7 +130,7 @@ RSpec.describe "gitlab-gcs-signer doctor", :cli, :emulator do
     let(:storage_only) { ["https://www.googleapis.com/auth/devstorage.read_write"] }
 
     it "fails when the metadata server ignores the requested scope (GCE) and signBlob refuses the token" do
-      emulator.configure("default_scopes" => storage_only, "ignore_requested_scopes" => true)
+      emulator.configure("default_scopes" => storage_only, "honour_scopes_param" => false)
       run = doctor
       expect(run.status).to eq(1)
       expect(line(run, "token scopes")).to start_with("FAIL").and include("devstorage.read_write")
