@@ -137,6 +137,7 @@ impl Guard {
             return Ok(p);
         }
         Stats::incr(&stats.throttled);
+        crate::events::throttled("in_flight");
         match tokio::time::timeout_at(deadline, sem.acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
             _ => Err(Error::new(
@@ -183,6 +184,7 @@ impl Guard {
             }
             if !throttled.swap(true, Ordering::Relaxed) {
                 Stats::incr(&stats.throttled);
+                crate::events::throttled("rate");
             }
             tokio::time::sleep(wait).await;
         }
@@ -283,6 +285,7 @@ impl IamSigner {
                 )),
             };
         if let Err(e) = &result {
+            crate::events::sign_blob_failed(e);
             let counter = match e.kind() {
                 ErrorKind::PermissionDenied
                 | ErrorKind::InsufficientScope
@@ -351,6 +354,7 @@ impl IamSigner {
             },
             |e, delay| {
                 Stats::incr(&self.stats.sign_blob_retries);
+                crate::events::retry("sign_blob", e, delay);
                 if e.kind() == ErrorKind::Quota {
                     self.guard.cool_down(delay);
                 }

@@ -273,7 +273,7 @@ impl TokenCache {
         let started = self.clock.now_micros();
         let fetch = self.source.fetch();
         st.refresh = Some(Flight::start(async move {
-            let f = fetch.await?;
+            let f = crate::events::token_refreshed(fetch.await)?;
             Ok(AccessToken {
                 value: f.value,
                 expires_at: started + micros(f.expires_in),

@@ -77,11 +77,17 @@ module GitlabGcsSigner
 
     # The URL for the native signer's request arguments.
     def signed_url(native, args)
+      signed_url_with_status(native, args)[0]
+    end
+
+    # [url, :hit | :shared_hit | :miss]: where the URL came from (the local
+    # cache, the store, or a new signature), for instrumentation.
+    def signed_url_with_status(native, args)
       found = native.lookup(*args)
-      return found if found.is_a?(String)
+      return [found, :hit] if found.is_a?(String)
 
       key = open? ? skip : native.shared_key(found)
-      return native.sign_plan(found)[0] unless key
+      return [native.sign_plan(found)[0], :miss] unless key
 
       # The braces are a Redis Cluster hash tag: the value and its lock share a
       # slot, so read_multi (MGET) of both works on a cluster too.
@@ -100,8 +106,8 @@ module GitlabGcsSigner
 
     def fetch(native, plan, value_key)
       url = adopt(native, plan, call { @store.read(value_key, raw: true) })
-      return count(:shared_hits, url) if url
-      return publish(native, plan, value_key) if open?
+      return [count(:shared_hits, url), :shared_hit] if url
+      return [publish(native, plan, value_key), :miss] if open?
 
       lock_key = "#{value_key}:lock"
       count(:shared_misses)
@@ -109,12 +115,13 @@ module GitlabGcsSigner
       # processes sign the same key, which costs one signBlob call.
       if call { @store.write(lock_key, "1", unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
         begin
-          publish(native, plan, value_key)
+          [publish(native, plan, value_key), :miss]
         ensure
           call { @store.delete(lock_key) }
         end
       else
-        wait_for(native, plan, value_key, lock_key) || publish(native, plan, value_key)
+        waited = wait_for(native, plan, value_key, lock_key)
+        waited ? [waited, :shared_hit] : [publish(native, plan, value_key), :miss]
       end
     end
 

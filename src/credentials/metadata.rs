@@ -204,7 +204,10 @@ impl MetadataClient {
             deadline,
             Backoff::default(),
             || self.attempt(&url, path),
-            |e, _| *self.last_failure.lock() = Some(e.message().to_string()),
+            |e, delay| {
+                *self.last_failure.lock() = Some(e.message().to_string());
+                crate::events::retry("metadata", e, delay);
+            },
         )
         .await;
         *self.last_failure.lock() = match &result {

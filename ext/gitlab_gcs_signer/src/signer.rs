@@ -5,6 +5,7 @@
 use crate::clock::ManualClock;
 use crate::convert::{arg, opt_text, pairs, req_text};
 use crate::nogvl::{guarded, without_gvl};
+use crate::observe::Registration;
 use gcs_signer::cache::CacheConfig;
 use gcs_signer::credentials::CredentialOptions;
 use gcs_signer::signer::{Adoption, Expiry, Plan as CorePlan, SignerOptions};
@@ -15,7 +16,12 @@ use magnus::{
 use std::time::Duration;
 
 #[magnus::wrap(class = "GitlabGcsSigner::Native::Signer", free_immediately, size)]
-pub struct Signer(UrlSigner);
+pub struct Signer(
+    UrlSigner,
+    // Never read: it counts the signer in `Native.process_stats` until Ruby
+    // frees this object (src/observe.rs).
+    #[allow(dead_code)] Registration,
+);
 
 /// A checked request with its expiry window, handed to Ruby between the
 /// local cache and the shared one (lib/gitlab_gcs_signer/shared_cache.rb).
@@ -70,23 +76,41 @@ impl Signer {
         if let Some(clock) = clock {
             options.clock = clock.0.clone();
         }
-        guarded(ruby, || UrlSigner::new(options)).map(Signer)
+        let signer = guarded(ruby, || UrlSigner::new(options))?;
+        let registration = Registration::new(&signer);
+        Ok(Signer(signer, registration))
     }
 
     /// signed_url(version, method, bucket, object, headers, query, scheme,
     ///            host, style, bucket_bound_hostname, v2_path,
     ///            expires_in, expires_at, timestamp)
     fn signed_url(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<RString, Error> {
+        Ok(Self::sign(ruby, rb_self, args)?.0)
+    }
+
+    /// signed_url_with_status(same arguments) -> [url, cache_hit]: whether
+    /// the cache answered, known exactly here (comparing stats before and
+    /// after would race with other threads). The Ruby layer uses it for
+    /// instrumentation and to drain log events after misses only.
+    fn signed_url_with_status(
+        ruby: &Ruby,
+        rb_self: &Self,
+        args: &[Value],
+    ) -> Result<(RString, bool), Error> {
+        Self::sign(ruby, rb_self, args)
+    }
+
+    fn sign(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<(RString, bool), Error> {
         let (req, expiry, timestamp) = request(ruby, args)?;
         let signer = &rb_self.0;
         // A hit is answered with the GVL held: it costs microseconds, less
         // than releasing and retaking the GVL.
         let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
         if let Some(url) = signer.try_cached(&plan) {
-            return Ok(ruby.str_new(&url));
+            return Ok((ruby.str_new(&url), true));
         }
         let url = without_gvl(ruby, move |cancel| signer.sign_planned(plan, cancel))?;
-        Ok(ruby.str_new(&url))
+        Ok((ruby.str_new(&url), false))
     }
 
     /// lookup(same arguments as signed_url) -> the locally cached URL, or a
@@ -263,6 +287,10 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let class = native.define_class("Signer", ruby.class_object())?;
     class.define_singleton_method("new", function!(Signer::new, -1))?;
     class.define_method("signed_url", method!(Signer::signed_url, -1))?;
+    class.define_method(
+        "signed_url_with_status",
+        method!(Signer::signed_url_with_status, -1),
+    )?;
     class.define_method("string_to_sign", method!(Signer::string_to_sign, -1))?;
     class.define_method("lookup", method!(Signer::lookup, -1))?;
     class.define_method("shared_key", method!(Signer::shared_key, 1))?;
