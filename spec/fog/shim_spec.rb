@@ -82,10 +82,10 @@ RSpec.describe GitlabGcsSigner::Fog, :emulator, :fog do
         end
       end.flat_map(&:value)
       stats = GitlabGcsSigner.default_signer.stats
-      print urls.uniq.size, " ", stats[:hits] + stats[:misses], " ", stats[:misses] - stats[:coalesced], " ", stats[:token_fetches]
+      print urls.uniq.size, " ", stats[:hits] + stats[:misses], " ", stats[:sign_blob_calls], " ", stats[:token_fetches]
     RUBY
     out = IO.popen([RbConfig.ruby, *fog_lib_args, "-I", File.expand_path("../../lib", __dir__), "-e", script], &:read)
-    # one distinct URL, 20 answers, one signing (concurrent misses waited for it), one token
+    # one distinct URL, 20 answers, one signBlob call (concurrent misses waited for it), one token
     expect(out).to eq("1 20 1 1")
     expect(emulator.stats).to include("token_requests" => 1, "sign_blob_calls" => 1)
   end
