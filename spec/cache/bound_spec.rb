@@ -33,6 +33,14 @@ RSpec.describe "signed-URL cache bound", :cache do
     end
   end
 
+  it "does not count a newer URL replacing an older one for the same key as an eviction" do
+    bounded = signer(100)
+    bounded.signed_url(bucket: "b", object: "o", expires_in: 600)
+    clock.advance(61) # the first URL (x = +660) no longer covers X = +661
+    bounded.signed_url(bucket: "b", object: "o", expires_in: 600)
+    expect(bounded.stats).to include(misses: 2, entries: 1, evictions: 0)
+  end
+
   it "drops expired URLs as time passes" do
     bounded = signer(100_000)
     2_100.times { |i| bounded.signed_url(bucket: "b", object: "old/#{i}", expires_in: 60) }
