@@ -34,33 +34,46 @@ def settle
   Bench.rss_kib
 end
 
-# Warm up everything that allocates once (runtime, key, Ruby strings' pools).
-warm = Bench.key_signer
-sign_range(warm, 0, 2_000)
-
-Bench.title("RSS per cached URL (#{PER_ENTRY} entries kept, max_entries #{PER_ENTRY})")
-big = Bench.key_signer(cache: { max_entries: PER_ENTRY })
-before = settle
-sign_range(big, 0, PER_ENTRY)
-after = settle
-entries = big.stats[:entries]
-Bench.row("RSS before / after", format("%d / %d KiB", before, after))
-Bench.row("entries", entries)
-Bench.row("growth per entry", format("%.0f bytes", (after - before) * 1024.0 / entries))
-big = nil # lets GC free the native cache before the next measurement
-
-Bench.title("#{REQUESTS} distinct requests, default bound (max_entries #{GitlabGcsSigner::Signer::CACHE_DEFAULTS[:max_entries]})")
-signer = Bench.key_signer
-start_rss = settle
-started = Bench.monotonic
-checkpoints = [REQUESTS / 10, REQUESTS / 4, REQUESTS / 2, REQUESTS].uniq
-done = 0
-checkpoints.each do |upto|
-  sign_range(signer, done, upto)
-  done = upto
-  stats = signer.stats
-  Bench.row("after #{upto} requests", format("RSS %7d KiB (+%6d)  entries %6d  evictions %8d", settle, Bench.rss_kib - start_rss,
-                                            stats[:entries], stats[:evictions]))
+# Each measurement runs in a fresh child process, so neither inherits the
+# other's heap (a freed cache's memory stays in the allocator's pools).
+def measure
+  pid = fork do
+    # Warm up what allocates once (the key, Ruby's and the allocator's pools).
+    sign_range(Bench.key_signer, 0, 2_000)
+    yield
+  end
+  Process.wait(pid)
+  abort "measurement failed" unless $?.success?
 end
-Bench.row("time", format("%.1f s (%.0f signatures/s on %d threads)", Bench.monotonic - started,
-                         REQUESTS / (Bench.monotonic - started), THREADS))
+
+measure do
+  Bench.title("RSS per cached URL (#{PER_ENTRY} entries kept, max_entries #{PER_ENTRY})")
+  big = Bench.key_signer(cache: { max_entries: PER_ENTRY })
+  before = settle
+  sign_range(big, 0, PER_ENTRY)
+  after = settle
+  entries = big.stats[:entries]
+  Bench.row("RSS before / after", format("%d / %d KiB", before, after))
+  Bench.row("entries", entries)
+  Bench.row("growth per entry", format("%.0f bytes", (after - before) * 1024.0 / entries))
+end
+
+measure do
+  Bench.title("#{REQUESTS} distinct requests, default bound " \
+              "(max_entries #{GitlabGcsSigner::Signer::CACHE_DEFAULTS[:max_entries]})")
+  signer = Bench.key_signer
+  start_rss = settle
+  Bench.row("RSS at start", format("%d KiB", start_rss))
+  started = Bench.monotonic
+  done = 0
+  [REQUESTS / 10, REQUESTS / 4, REQUESTS / 2, REQUESTS].uniq.each do |upto|
+    sign_range(signer, done, upto)
+    done = upto
+    stats = signer.stats
+    rss = settle
+    Bench.row("after #{upto} requests", format("RSS %7d KiB (+%6d)  entries %6d  evictions %8d", rss, rss - start_rss,
+                                              stats[:entries], stats[:evictions]))
+  end
+  seconds = Bench.monotonic - started
+  Bench.row("time", format("%.1f s (%.0f signatures/s on %d threads)", seconds, REQUESTS / seconds, THREADS))
+end

@@ -79,4 +79,6 @@ module Bench
   end
 end
 
+# Figures appear as they are measured, also when the output is piped.
+$stdout.sync = true
 puts "bench smoke mode (BENCH_SMOKE=1): tiny sizes, figures not meaningful" if Bench::SMOKE

@@ -81,7 +81,7 @@ RSpec.describe "signed-URL cache with signBlob", :cache, :emulator do
 
   describe "failures" do
     it "fails every waiter with one call, caches nothing, and recovers" do
-      emulator.configure("deny_sign_blob" => true, "iam" => { "latency_ms" => 300 })
+      emulator.configure("deny_sign_blob" => true, "iam" => { "latency_ms" => 600 })
       signer = keyless_signer(clock: clock)
       signer.email
       results = Array.new(6) do
