@@ -10,8 +10,9 @@
 //! interval-stabbing rule, which needs the fewest signatures possible for a
 //! given `E` (bench/trace.rb computes that bound independently).
 //!
-//! On top: a signature from `signBlob` is never served more than 12 hours
-//! after it was made (Google rotates the keys behind it, field notes s.2),
+//! On top: a signature from `signBlob` only serves a request that needs the
+//! URL no later than 12 hours after the signing (Google rotates the keys
+//! behind it and guarantees a signature for 12 hours, field notes s.2),
 //! and nothing is ever served for a different key, since the key is the full
 //! request ([`crate::UrlRequest::cache_key`]), not a hash of it.
 //!
@@ -108,9 +109,21 @@ pub struct Want {
 
 impl Entry {
     pub fn serves(&self, want: &Want) -> bool {
-        want.at_least <= self.expires_at
-            && self.expires_at <= want.at_most
-            && !(self.from_sign_blob && want.now >= self.signed_at + SIGN_BLOB_MAX_SERVE_SECS)
+        if !(want.at_least <= self.expires_at && self.expires_at <= want.at_most) {
+            return false;
+        }
+        if !self.from_sign_blob {
+            return true;
+        }
+        // Google guarantees a signBlob signature for 12 hours after signing
+        // (field notes s.2): the URL must be needed no longer than that.
+        if want.at_least - want.now <= SIGN_BLOB_MAX_SERVE_SECS {
+            want.at_least <= self.signed_at + SIGN_BLOB_MAX_SERVE_SECS
+        } else {
+            // Asked to live longer than any signBlob signature is guaranteed:
+            // only a signature made this second is as good as a fresh one.
+            self.signed_at >= want.now
+        }
     }
 
     /// True when no request can be served by it any more.
@@ -373,15 +386,22 @@ mod tests {
     }
 
     #[test]
-    fn sign_blob_signatures_are_not_served_after_twelve_hours() {
+    fn sign_blob_signatures_serve_only_needs_within_twelve_hours_of_signing() {
+        let twelve = SIGN_BLOB_MAX_SERVE_SECS;
         let c = cache(0.5, 86_400, 100);
-        c.insert("k".into(), entry(100_000, 0, true));
-        let now = SIGN_BLOB_MAX_SERVE_SECS;
-        assert!(c.lookup("k", &c.want(now - 1, 99_000)).is_some());
-        assert!(c.lookup("k", &c.want(now, 99_000)).is_none());
+        // signed at 0, valid until 50,000 by its expiry; guaranteed until 43,200
+        c.insert("k".into(), entry(50_000, 0, true));
+        assert!(c.lookup("k", &c.want(10_000, twelve)).is_some());
+        assert!(c.lookup("k", &c.want(10_000, twelve + 1)).is_none());
+        assert!(c.lookup("k", &c.want(29_000, twelve)).is_some());
+        assert!(c.lookup("k", &c.want(twelve, twelve + 1)).is_none());
         // a local key has no such limit
-        c.insert("l".into(), entry(100_000, 0, false));
-        assert!(c.lookup("l", &c.want(now, 99_000)).is_some());
+        c.insert("l".into(), entry(50_000, 0, false));
+        assert!(c.lookup("l", &c.want(twelve, 48_000)).is_some());
+        // asked for more than 12 h: only a signature made this second serves
+        c.insert("long".into(), entry(100_000, 1_000, true));
+        assert!(c.lookup("long", &c.want(1_000, 90_000)).is_some());
+        assert!(c.lookup("long", &c.want(1_001, 90_000)).is_none());
     }
 
     #[test]

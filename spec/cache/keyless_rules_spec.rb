@@ -24,30 +24,36 @@ RSpec.describe "signed-URL cache with signBlob", :cache, :emulator do
   end
 
   describe "the 12-hour rule" do
-    # A day-long URL with a day of allowed extension: only the 12 h rule can refuse it.
+    # E = 100% of the lifetime: only the 12 h rule can refuse a URL. The first
+    # URL is asked for 30,000 s and so signed to live 60,000 s.
     let(:wide) { { extension_ratio: 1.0, max_extension: 86_400 } }
     let(:start) { clock.now.floor }
-    # Until 1000 s before the first URL's expiry, so that URL is in every later window.
-    let(:later) { request.except(:expires_in).merge(expires_at: start + (2 * 86_400) - 1000) }
+    let(:twelve) { 12 * 3600 }
 
-    it "stops serving a signBlob URL 12 h after it was signed" do
+    it "serves a signBlob URL only to requests that need it at most 12 h after it was signed" do
       signer = keyless_signer(clock: clock, cache: wide)
-      first = signer.signed_url(**request.except(:expires_in), expires_at: start + 86_400)
-      expect(url_expiry(first)).to eq(start + (2 * 86_400))
-      clock.set(start + (12 * 3600) - 1)
-      expect(signer.signed_url(**later)).to eq(first)
+      first = signer.signed_url(**request.except(:expires_in), expires_at: start + 30_000)
+      expect(url_expiry(first)).to eq(start + 60_000)
+      clock.set(start + 20_000)
+      expect(signer.signed_url(**request.except(:expires_in), expires_at: start + twelve)).to eq(first)
       expect(works_at_emulator?(first, at: clock.now)).to be(true)
-      clock.set(start + (12 * 3600))
-      fresh = signer.signed_url(**later)
+      fresh = signer.signed_url(**request.except(:expires_in), expires_at: start + twelve + 1)
       expect(fresh).not_to eq(first)
       expect(sign_blob_calls).to eq(2)
     end
 
+    it "never serves a signBlob URL 12 h after it was signed" do
+      signer = keyless_signer(clock: clock, cache: wide)
+      first = signer.signed_url(**request.except(:expires_in), expires_at: start + 30_000)
+      clock.set(start + twelve)
+      expect(signer.signed_url(**request.except(:expires_in), expires_at: start + twelve + 5_000)).not_to eq(first)
+    end
+
     it "keeps serving a key-signed URL after 12 h" do
       signer = GitlabGcsSigner::Signer.new(credentials: CONFORMANCE_KEY, clock: clock, cache: wide)
-      first = signer.signed_url(**request.except(:expires_in), expires_at: start + 86_400)
+      first = signer.signed_url(**request.except(:expires_in), expires_at: start + 30_000)
       clock.set(start + (13 * 3600))
-      expect(signer.signed_url(**later)).to eq(first)
+      expect(signer.signed_url(**request.except(:expires_in), expires_at: start + 56_000)).to eq(first)
       expect(signer.stats).to include(local_signatures: 1, hits: 1)
     end
   end
