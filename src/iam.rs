@@ -425,8 +425,12 @@ impl BlobSigner for IamSigner {
                 Err(_) => Err(Error::new(
                     ErrorKind::Timeout,
                     format!(
-                        "the metadata server did not tell the service account email within {:.1} s \
-                         (the `timeout:` option); or pass `service_account_email:`",
+                        "the metadata server{} did not tell the service account email within \
+                         {:.1} s (the `timeout:` option); or pass `service_account_email:`",
+                        match &self.config.email {
+                            EmailSource::Metadata(m) => format!(" at {}", m.host()),
+                            EmailSource::Known(_) => String::new(),
+                        },
                         self.config.timeout.as_secs_f64()
                     ),
                 )),

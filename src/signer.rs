@@ -57,6 +57,10 @@ impl Default for SignerOptions {
 /// does not hang on an outage.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How much later than the credential layer's own deadline the call's
+/// outer deadline falls (see `UrlSigner::deadline`).
+const OUTER_DEADLINE_GRACE: Duration = Duration::from_millis(100);
+
 /// A URL to sign, checked, with its expiry window worked out.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -327,8 +331,12 @@ impl UrlSigner {
         ]
     }
 
+    /// The credential layer enforces the same `timeout:` itself, with
+    /// messages that name the metadata host or the signBlob account; this
+    /// outer deadline only backs it up, so it ends a little later and the
+    /// specific message wins the race (spec/hardening/endpoints_spec.rb).
     fn deadline(&self) -> Instant {
-        Instant::now() + self.inner.timeout
+        Instant::now() + self.inner.timeout + OUTER_DEADLINE_GRACE
     }
 }
 
