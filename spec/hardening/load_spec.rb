@@ -67,8 +67,10 @@ RSpec.describe "load: Puma workers and a Sidekiq process on one preloaded signer
   end
 
   it "called signBlob only for misses (hot URLs came from the cache the parent filled)" do
+    # Per process, each of the 200 hot objects misses at most once in V2
+    # form (the parent signed only V4) and once in V4 form (if its window moved on).
     phases.each do |p|
-      expect(p["hits"]).to be >= p["hot_urls"] * 0.9
+      expect(p["hits"]).to be >= p["hot_urls"] - (2 * 200 * p["processes"])
       expect(p["sign_blob_calls"]).to eq(p["emulator_sign_blob_calls"])
       expect(p["sign_blob_calls"]).to be <= p["misses"]
     end
