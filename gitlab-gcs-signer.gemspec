@@ -16,7 +16,7 @@ Gem::Specification.new do |spec|
   spec.required_ruby_version = ">= 3.0"
 
   spec.files = Dir[
-    "lib/**/*.rb", "exe/*", "src/**/*.rs", "ext/**/*.{rs,rb,toml}",
+    "lib/**/*.rb", "exe/*", "bench/**/*.rb", "src/**/*.rs", "ext/**/*.{rs,rb,toml}",
     "Cargo.toml", "Cargo.lock", "README.md", "CHANGELOG.md", "LICENSE",
     "spec/fixtures/conformance/*"
   ]

@@ -26,10 +26,11 @@ require "gitlab_gcs_signer/fog"
 GitlabGcsSigner::Fog.install!(signer: GitlabGcsSigner.default_signer, version: :v2)
 # -------------------------------------------------------------------------
 
+require "fog/core"
+Fog::Logger[:deprecation] = nil # fog-google 1.15's notices about its own constant names
 require "fog/google"
 require "carrierwave"
 require "googleauth"
-Fog::Logger[:deprecation] = nil # fog-google 1.15's notices about its own constant names
 
 # GitLab's object-storage connection on Workload Identity: no key. (The
 # googleauth object stands in for `google_application_default: true`, whose

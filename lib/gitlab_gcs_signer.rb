@@ -16,7 +16,9 @@ rescue LoadError
   end
 end
 
+require_relative "gitlab_gcs_signer/shared_cache"
 require_relative "gitlab_gcs_signer/signer"
+require_relative "gitlab_gcs_signer/observability"
 
 # Signed Google Cloud Storage URLs for GitLab without a service-account key.
 module GitlabGcsSigner

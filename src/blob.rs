@@ -5,6 +5,7 @@
 use crate::error::Result;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Instant;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -28,6 +29,20 @@ pub trait BlobSigner: Send + Sync + std::fmt::Debug + 'static {
 
     /// Signs, remotely if needed.
     fn sign(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>>;
+
+    /// [`BlobSigner::sign`] within the caller's `deadline`, so that a
+    /// specific failure (quota, 5xx) reaches the caller before its own
+    /// deadline would turn it into a generic timeout.
+    fn sign_until(&self, payload: Vec<u8>, deadline: Instant) -> BoxFuture<'_, Result<Vec<u8>>> {
+        let _ = deadline;
+        self.sign(payload)
+    }
+
+    /// [`BlobSigner::email`] within the caller's `deadline`.
+    fn email_until(&self, deadline: Instant) -> BoxFuture<'_, Result<String>> {
+        let _ = deadline;
+        self.email()
+    }
 
     /// True when signatures come from `signBlob`, whose Google-managed keys
     /// rotate: such signatures are only guaranteed for 12 hours.

@@ -30,6 +30,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// leaves time for a retry within [`DEFAULT_TIMEOUT`].
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One attempt may take half the call's budget, and never less than
+/// [`ATTEMPT_TIMEOUT`]: with `timeout: 20` for an IAM that answers in 6 s, a
+/// fixed 5 s cut would fail every attempt however much `timeout:` is raised.
+fn attempt_timeout(budget: Duration) -> Duration {
+    ATTEMPT_TIMEOUT.max(budget / 2)
+}
+
 /// Client-side limits that keep one process from eating the project's
 /// shared signBlob quota (60,000 per minute per project, field notes s.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +137,7 @@ impl Guard {
             return Ok(p);
         }
         Stats::incr(&stats.throttled);
+        crate::events::throttled("in_flight");
         match tokio::time::timeout_at(deadline, sem.acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
             _ => Err(Error::new(
@@ -176,6 +184,7 @@ impl Guard {
             }
             if !throttled.swap(true, Ordering::Relaxed) {
                 Stats::incr(&stats.throttled);
+                crate::events::throttled("rate");
             }
             tokio::time::sleep(wait).await;
         }
@@ -276,6 +285,7 @@ impl IamSigner {
                 )),
             };
         if let Err(e) = &result {
+            crate::events::sign_blob_failed(e);
             let counter = match e.kind() {
                 ErrorKind::PermissionDenied
                 | ErrorKind::InsufficientScope
@@ -346,6 +356,7 @@ impl IamSigner {
             },
             |e, delay| {
                 Stats::incr(&self.stats.sign_blob_retries);
+                crate::events::retry("sign_blob", e, delay);
                 if e.kind() == ErrorKind::Quota {
                     self.guard.cool_down(delay);
                 }
@@ -388,7 +399,7 @@ impl IamSigner {
             .body(body.to_string())
             // The call's deadline is enforced around the whole call (and
             // reported as Timeout); this only cuts one hung attempt short.
-            .timeout(ATTEMPT_TIMEOUT);
+            .timeout(attempt_timeout(self.config.timeout));
         let slot = permit.clone();
         let exchange = tokio::spawn(async move {
             let _slot = slot;
@@ -418,31 +429,48 @@ impl BlobSigner for IamSigner {
     }
 
     fn email(&self) -> BoxFuture<'_, Result<String>> {
+        self.email_until(std::time::Instant::now() + self.config.timeout)
+    }
+
+    fn email_until(&self, deadline: std::time::Instant) -> BoxFuture<'_, Result<String>> {
         Box::pin(async move {
-            let deadline = Instant::now() + self.config.timeout;
-            match tokio::time::timeout_at(deadline, self.email_inner()).await {
+            match tokio::time::timeout_at(deadline.into(), self.email_inner()).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "the metadata server{} did not tell the service account email within \
-                         {:.1} s (the `timeout:` option); or pass `service_account_email:`",
-                        match &self.config.email {
-                            EmailSource::Metadata(m) => format!(" at {}", m.host()),
-                            EmailSource::Known(_) => String::new(),
-                        },
-                        self.config.timeout.as_secs_f64()
-                    ),
-                )),
+                Err(_) => {
+                    let (host, last) = match &self.config.email {
+                        EmailSource::Metadata(m) => (m.host().to_string(), m.last_failure()),
+                        EmailSource::Known(_) => ("?".to_string(), None),
+                    };
+                    // A wrong GCE_METADATA_HOST fails the same way as a slow
+                    // server; the last attempt's failure tells them apart.
+                    let last = last
+                        .map(|l| format!("; last attempt: {l}"))
+                        .unwrap_or_default();
+                    Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "the metadata server at {host} did not tell the service account \
+                             email within {:.1} s (the `timeout:` option){last}. Raise \
+                             `timeout:` if it is starting up, check GCE_METADATA_HOST / \
+                             `metadata_host:`, or pass `service_account_email:`",
+                            self.config.timeout.as_secs_f64()
+                        ),
+                    ))
+                }
             }
         })
     }
 
     fn sign(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
-        Box::pin(async move {
-            let deadline = Instant::now() + self.config.timeout;
-            self.sign_by(&payload, deadline).await
-        })
+        self.sign_until(payload, std::time::Instant::now() + self.config.timeout)
+    }
+
+    fn sign_until(
+        &self,
+        payload: Vec<u8>,
+        deadline: std::time::Instant,
+    ) -> BoxFuture<'_, Result<Vec<u8>>> {
+        Box::pin(async move { self.sign_by(&payload, deadline.into()).await })
     }
 
     fn uses_sign_blob(&self) -> bool {
@@ -705,6 +733,16 @@ mod tests {
                 ErrorKind::Protocol
             );
         }
+    }
+
+    #[test]
+    fn an_attempt_gets_half_the_budget_and_at_least_five_seconds() {
+        assert_eq!(attempt_timeout(Duration::from_secs(1)), ATTEMPT_TIMEOUT);
+        assert_eq!(attempt_timeout(Duration::from_secs(10)), ATTEMPT_TIMEOUT);
+        assert_eq!(
+            attempt_timeout(Duration::from_secs(20)),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]

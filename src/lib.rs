@@ -8,6 +8,7 @@
 //! - [`token`]: the one shared access token per credential and process.
 //! - [`iam`]: the IAM Credentials `signBlob` client; [`retry`]: its backoff.
 //! - [`cache`]: the signed-URL cache that coalesces concurrent misses.
+//! - [`events`]: retries, refreshes and failures queued for the Ruby logger.
 //! - [`runtime`]: the per-process (fork-aware) tokio runtime and HTTP client.
 //! - [`signer`]: ties them together behind [`signer::UrlSigner`].
 //!
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod credentials;
 pub mod encoding;
 pub mod error;
+pub mod events;
 pub mod iam;
 pub mod request;
 pub mod retry;

@@ -57,9 +57,10 @@ impl Default for SignerOptions {
 /// does not hang on an outage.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How much later than the credential layer's own deadline the call's
-/// outer deadline falls (see `UrlSigner::deadline`).
-const OUTER_DEADLINE_GRACE: Duration = Duration::from_millis(100);
+/// The signing itself gives up at the call's deadline with a specific error
+/// (quota, unavailable, a metadata timeout); the caller's wait ends this
+/// much later, only as a backstop, so that error is the one Ruby sees.
+const DEADLINE_GRACE: Duration = Duration::from_millis(200);
 
 /// A URL to sign, checked, with its expiry window worked out.
 #[derive(Debug, Clone)]
@@ -79,6 +80,62 @@ impl Plan {
     pub fn request(&self) -> &UrlRequest {
         &self.req
     }
+
+    /// When the plan was made (Unix seconds, the signer's clock).
+    pub fn now(&self) -> i64 {
+        self.date
+    }
+}
+
+/// What [`UrlSigner::adopt`] made of a URL from the shared cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// It serves the request and is now in the local cache.
+    Taken,
+    /// A valid entry whose expiry does not fit this request's window (or
+    /// whose `signBlob` signature is over 12 hours old).
+    Stale,
+    /// Not a URL this signer would have made for the request: another
+    /// account, request, format version or a signing time in the future.
+    Refused,
+}
+
+/// Versions the shared key: a release that changes what a URL looks like
+/// for the same request changes this, so old entries are never read.
+const SHARED_KEY_FORMAT: &str = "gitlab-gcs-signer shared v1\0";
+
+/// How far in the future another process's clock may put a signing time.
+const SHARED_MAX_CLOCK_SKEW: i64 = 5;
+
+/// Whether `url` is the URL `plan`'s request gets when signed by `email` at
+/// `signed_at` until `expires_at`, whatever its signature.
+fn url_matches(plan: &Plan, email: &str, url: &str, expires_at: i64, signed_at: i64) -> bool {
+    let mut other = plan.clone();
+    other.date = signed_at;
+    other.sign_until = expires_at;
+    let Ok(prepared) = Prepared::new(&other, email) else {
+        return false;
+    };
+    // Two signatures that share no character, as hex and as (escaped)
+    // base64, mark where the signature sits in the URL.
+    let a = prepared.finish(&[0x00; 3]);
+    let b = prepared.finish(&[0xff; 3]);
+    let prefix = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    let suffix = a
+        .bytes()
+        .rev()
+        .zip(b.bytes().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    if prefix + suffix > a.len().min(b.len()) || url.len() <= prefix + suffix {
+        return false;
+    }
+    let signature = &url.as_bytes()[prefix..url.len() - suffix];
+    url.as_bytes().starts_with(&a.as_bytes()[..prefix])
+        && url.as_bytes().ends_with(&a.as_bytes()[a.len() - suffix..])
+        && signature
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'%')
 }
 
 #[derive(Debug)]
@@ -145,10 +202,11 @@ impl UrlSigner {
             return Ok(email);
         }
         let inner = self.inner.clone();
+        let deadline = self.deadline();
         runtime::block_on(
-            async move { inner.blob.email().await },
+            async move { inner.blob.email_until(deadline).await },
             cancel,
-            Some(self.deadline()),
+            Some(deadline + DEADLINE_GRACE),
         )
     }
 
@@ -159,10 +217,11 @@ impl UrlSigner {
             return sig;
         }
         let inner = self.inner.clone();
+        let deadline = self.deadline();
         runtime::block_on(
-            async move { inner.blob.sign(payload).await },
+            async move { inner.blob.sign_until(payload, deadline).await },
             cancel,
-            Some(self.deadline()),
+            Some(deadline + DEADLINE_GRACE),
         )
     }
 
@@ -256,12 +315,18 @@ impl UrlSigner {
     /// Signs a plan that [`UrlSigner::try_cached`] did not answer. Blocks
     /// (cancellably, within the timeout) while `signBlob` works.
     pub fn sign_planned(&self, plan: Plan, cancel: &Cancel) -> Result<String> {
+        Ok(self.sign_planned_entry(plan, cancel)?.url.clone())
+    }
+
+    /// [`UrlSigner::sign_planned`], returning the cache entry (expiry and
+    /// signing time too) for the shared cache level to publish.
+    pub fn sign_planned_entry(&self, plan: Plan, cancel: &Cancel) -> Result<Arc<Entry>> {
         let inner = &self.inner;
         Stats::incr(&inner.stats.misses);
         if inner.blob.email_now().is_some() {
             if let Some(entry) = inner.sign_local(&plan)? {
                 inner.store(&plan, entry.clone());
-                return Ok(entry.url.clone());
+                return Ok(entry);
             }
         }
         let inner = self.inner.clone();
@@ -269,13 +334,74 @@ impl UrlSigner {
         runtime::block_on(
             async move {
                 match inner.cache.as_ref().filter(|_| plan.cacheable) {
-                    None => Ok(inner.sign_remote(&plan).await?.url.clone()),
-                    Some(cache) => inner.clone().coalesced(cache, plan).await,
+                    None => inner.sign_remote(&plan, deadline).await,
+                    Some(cache) => inner.clone().coalesced(cache, plan, deadline).await,
                 }
             },
             cancel,
-            Some(deadline),
+            Some(deadline + DEADLINE_GRACE),
         )
+    }
+
+    /// The key of a plan in a cache shared by processes (README "Shared
+    /// cache"): the SHA-256 of the signing email and the request, in hex, so
+    /// object names never appear in the shared store. `None` when the plan
+    /// is not cached or this signer has a local key (signing locally costs
+    /// less than a round trip to the store). May ask the metadata server for
+    /// the email once per process.
+    pub fn shared_key(&self, plan: &Plan, cancel: &Cancel) -> Result<Option<String>> {
+        if !plan.cacheable || !self.inner.blob.uses_sign_blob() {
+            return Ok(None);
+        }
+        // The email, not the identity: `iam:metadata:HOST` is the same for
+        // pods bound to different service accounts, and a URL signed by one
+        // account must never be served for another.
+        let email = self.email(cancel)?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(SHARED_KEY_FORMAT.as_bytes());
+        ctx.update(&(email.len() as u64).to_be_bytes());
+        ctx.update(email.as_bytes());
+        ctx.update(plan.req.cache_key().as_bytes());
+        Ok(Some(crate::encoding::hex_lower(ctx.finish().as_ref())))
+    }
+
+    /// Takes a URL another process signed for the same shared key into the
+    /// local cache if it serves this plan under the local cache's rules
+    /// (`X <= x <= X + E`, 12 hours for `signBlob`) and is, apart from its
+    /// signature, exactly the URL this process would build for that request,
+    /// expiry and signing time.
+    pub fn adopt(
+        &self,
+        plan: &Plan,
+        url: &str,
+        expires_at: i64,
+        signed_at: i64,
+        from_sign_blob: bool,
+    ) -> Adoption {
+        let Some(cache) = self.inner.cache.as_ref().filter(|_| plan.cacheable) else {
+            return Adoption::Refused;
+        };
+        let Some(email) = self.inner.blob.email_now() else {
+            return Adoption::Refused;
+        };
+        if signed_at > plan.date + SHARED_MAX_CLOCK_SKEW || signed_at >= expires_at {
+            return Adoption::Refused;
+        }
+        let entry = Arc::new(Entry {
+            url: url.to_owned(),
+            expires_at,
+            signed_at,
+            // Trust no claim that would lift the 12-hour rule.
+            from_sign_blob: from_sign_blob || self.inner.blob.uses_sign_blob(),
+        });
+        if !entry.serves(&plan.want) {
+            return Adoption::Stale;
+        }
+        if !url_matches(plan, &email, url, expires_at, signed_at) {
+            return Adoption::Refused;
+        }
+        cache.insert(plan.key.clone(), entry);
+        Adoption::Taken
     }
 
     /// [`UrlSigner::plan`], then the cache, then signing.
@@ -331,12 +457,8 @@ impl UrlSigner {
         ]
     }
 
-    /// The credential layer enforces the same `timeout:` itself, with
-    /// messages that name the metadata host or the signBlob account; this
-    /// outer deadline only backs it up, so it ends a little later and the
-    /// specific message wins the race (spec/hardening/endpoints_spec.rb).
     fn deadline(&self) -> Instant {
-        Instant::now() + self.inner.timeout + OUTER_DEADLINE_GRACE
+        Instant::now() + self.inner.timeout
     }
 }
 
@@ -354,14 +476,14 @@ impl Inner {
         Ok(Some(self.entry(plan, prepared.finish(&sig?), false)))
     }
 
-    async fn sign_remote(&self, plan: &Plan) -> Result<Arc<Entry>> {
+    async fn sign_remote(&self, plan: &Plan, deadline: Instant) -> Result<Arc<Entry>> {
         let email = match self.blob.email_now() {
             Some(e) => e,
-            None => self.blob.email().await?,
+            None => self.blob.email_until(deadline).await?,
         };
         let prepared = Prepared::new(plan, &email)?;
         let payload = prepared.string_to_sign().as_bytes().to_vec();
-        let sig = self.blob.sign(payload).await?;
+        let sig = self.blob.sign_until(payload, deadline).await?;
         Ok(self.entry(plan, prepared.finish(&sig), self.blob.uses_sign_blob()))
     }
 
@@ -385,10 +507,15 @@ impl Inner {
     }
 
     /// One `signBlob` call for every concurrent miss of the same key.
-    async fn coalesced(self: Arc<Self>, cache: &UrlCache, plan: Plan) -> Result<String> {
+    async fn coalesced(
+        self: Arc<Self>,
+        cache: &UrlCache,
+        plan: Plan,
+        deadline: Instant,
+    ) -> Result<Arc<Entry>> {
         loop {
             if let Some(entry) = cache.lookup(&plan.key, &plan.want) {
-                return Ok(entry.url.clone());
+                return Ok(entry);
             }
             let rx = match cache.flight(&plan.key) {
                 Flight::Leader(leader) => {
@@ -399,7 +526,7 @@ impl Inner {
                     let inner = self.clone();
                     let plan = plan.clone();
                     runtime::spawn(async move {
-                        let outcome = inner.sign_remote(&plan).await;
+                        let outcome = inner.sign_remote(&plan, deadline).await;
                         if let Some(cache) = inner.cache.as_ref() {
                             cache.land(plan.key.clone(), leader, outcome);
                             if Stats::get(&inner.stats.misses) % 4096 == 0 {
@@ -416,7 +543,7 @@ impl Inner {
             };
             let entry = cache::wait(rx).await?;
             if entry.serves(&plan.want) {
-                return Ok(entry.url.clone());
+                return Ok(entry);
             }
             // Another caller's URL does not fit this request's window
             // (a different lifetime): sign our own.
@@ -455,5 +582,194 @@ impl Prepared {
             Prepared::V2(p) => p.finish(sig),
             Prepared::V4(p) => p.finish(sig),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::BoxFuture;
+    use crate::cache::SIGN_BLOB_MAX_SERVE_SECS;
+    use crate::clock::ManualClock;
+    use crate::request::UrlStyle;
+
+    /// A `signBlob`-like signer for a fixed account: the signature is the
+    /// first 256 bytes of the payload's SHA-256, repeated.
+    #[derive(Debug)]
+    struct Remote(&'static str);
+
+    impl BlobSigner for Remote {
+        fn identity(&self) -> &str {
+            "iam:metadata:test"
+        }
+        fn email_now(&self) -> Option<String> {
+            Some(self.0.to_owned())
+        }
+        fn email(&self) -> BoxFuture<'_, Result<String>> {
+            Box::pin(std::future::ready(Ok(self.0.to_owned())))
+        }
+        fn sign(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
+            let d = ring::digest::digest(&ring::digest::SHA256, &payload);
+            Box::pin(std::future::ready(Ok(d.as_ref().repeat(8))))
+        }
+        fn uses_sign_blob(&self) -> bool {
+            true
+        }
+    }
+
+    const T0: i64 = 1_700_000_000;
+
+    fn signer(email: &'static str) -> (UrlSigner, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(T0 * 1_000_000));
+        let options = SignerOptions {
+            clock: clock.clone(),
+            ..SignerOptions::default()
+        };
+        let s = UrlSigner::with_blob_signer(Arc::new(Remote(email)), options, Arc::default());
+        (s.unwrap(), clock)
+    }
+
+    fn req(version: Version, object: &str) -> UrlRequest {
+        UrlRequest {
+            version,
+            method: "GET".into(),
+            bucket: "bucket".into(),
+            object: object.into(),
+            headers: vec![],
+            query: vec![("response-content-type".into(), "image/png".into())],
+            scheme: "https".into(),
+            host: None,
+            style: UrlStyle::Path,
+            v2_path: None,
+        }
+    }
+
+    fn key(s: &UrlSigner, plan: &Plan) -> String {
+        s.shared_key(plan, &Cancel::new()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn shared_keys_are_digests_of_email_and_request() {
+        let (a, _) = signer("a@p.iam.gserviceaccount.com");
+        let (b, _) = signer("b@p.iam.gserviceaccount.com");
+        let plan = |s: &UrlSigner, o: &str| s.plan(req(Version::V4, o), Expiry::In(600.0), None);
+        let ka = key(&a, &plan(&a, "secret-name.png").unwrap());
+        assert_eq!(ka.len(), 64);
+        assert!(ka.bytes().all(|c| c.is_ascii_hexdigit()));
+        // same request, a minute later: same key (time is not in it)
+        let (a2, clock) = signer("a@p.iam.gserviceaccount.com");
+        clock.advance_micros(60_000_000);
+        assert_eq!(ka, key(&a2, &plan(&a2, "secret-name.png").unwrap()));
+        // another account or another object: another key
+        assert_ne!(ka, key(&b, &plan(&b, "secret-name.png").unwrap()));
+        assert_ne!(ka, key(&a, &plan(&a, "secret-name.pnG").unwrap()));
+        // a pinned timestamp is never cached, so never shared
+        let pinned = a
+            .plan(req(Version::V4, "o"), Expiry::In(600.0), Some(T0))
+            .unwrap();
+        assert_eq!(a.shared_key(&pinned, &Cancel::new()).unwrap(), None);
+    }
+
+    fn adopt_entry(to: &UrlSigner, plan: &Plan, e: &Entry) -> Adoption {
+        to.adopt(plan, &e.url, e.expires_at, e.signed_at, e.from_sign_blob)
+    }
+
+    #[test]
+    fn another_process_url_is_adopted_only_within_the_window() {
+        for version in [Version::V4, Version::V2] {
+            let (a, _) = signer("a@p.iam.gserviceaccount.com");
+            let (b, clock_b) = signer("a@p.iam.gserviceaccount.com");
+            let r = req(version, "dir/a b+c.png");
+            let plan_a = a.plan(r.clone(), Expiry::In(600.0), None).unwrap();
+            let e = a.sign_planned_entry(plan_a, &Cancel::new()).unwrap();
+            assert_eq!(e.expires_at, T0 + 660);
+
+            // 30 s later, another process asks for 600 s: X = T0 + 630 <= x.
+            clock_b.advance_micros(30_000_000);
+            let plan_b = b.plan(r.clone(), Expiry::In(600.0), None).unwrap();
+            assert!(b.try_cached(&plan_b).is_none());
+            assert_eq!(adopt_entry(&b, &plan_b, &e), Adoption::Taken);
+            assert_eq!(b.try_cached(&plan_b).as_deref(), Some(e.url.as_str()));
+
+            // a request for a shorter life would get a URL that outlives it too long
+            let short = b.plan(r.clone(), Expiry::In(60.0), None).unwrap();
+            assert_eq!(adopt_entry(&b, &short, &e), Adoption::Stale);
+            // 61 s later the URL no longer lasts 600 s more
+            clock_b.advance_micros(31_000_000);
+            let late = b.plan(r.clone(), Expiry::In(600.0), None).unwrap();
+            assert_eq!(adopt_entry(&b, &late, &e), Adoption::Stale);
+        }
+    }
+
+    fn assert_refused(outcome: Adoption) {
+        assert_eq!(outcome, Adoption::Refused);
+    }
+
+    #[test]
+    fn adopt_refuses_urls_that_are_not_this_request() {
+        let (a, _) = signer("a@p.iam.gserviceaccount.com");
+        let (b, _) = signer("a@p.iam.gserviceaccount.com");
+        let r = req(Version::V4, "o.png");
+        let e = a
+            .sign_planned_entry(
+                a.plan(r.clone(), Expiry::In(600.0), None).unwrap(),
+                &Cancel::new(),
+            )
+            .unwrap();
+        let plan = b.plan(r, Expiry::In(600.0), None).unwrap();
+        let other = b
+            .plan(req(Version::V4, "p.png"), Expiry::In(600.0), None)
+            .unwrap();
+        let (x, s) = (e.expires_at, e.signed_at);
+        // another object's plan
+        assert_refused(b.adopt(&other, &e.url, x, s, true));
+        // an expiry that is not the one in the URL
+        assert_refused(b.adopt(&plan, &e.url, x - 1, s, true));
+        assert_refused(b.adopt(&plan, &e.url, x, s - 1, true));
+        // a signing time from the future
+        assert_refused(b.adopt(&plan, &e.url, x + 60, s + 60, true));
+        // tampered parameters or signature
+        let tampered = e
+            .url
+            .replace("X-Goog-SignedHeaders=host", "X-Goog-SignedHeaders=host&a=b");
+        assert_refused(b.adopt(&plan, &tampered, x, s, true));
+        assert_refused(b.adopt(&plan, &format!("{}&x=1", e.url), x, s, true));
+        let cut = &e.url[..e.url.len() - e.url.rsplit('=').next().unwrap().len()];
+        assert_refused(b.adopt(&plan, cut, x, s, true));
+        // another account's URL
+        let (c, _) = signer("c@p.iam.gserviceaccount.com");
+        let ec = c
+            .sign_planned_entry(
+                c.plan(req(Version::V4, "o.png"), Expiry::In(600.0), None)
+                    .unwrap(),
+                &Cancel::new(),
+            )
+            .unwrap();
+        assert_refused(b.adopt(&plan, &ec.url, ec.expires_at, ec.signed_at, true));
+        assert!(b.try_cached(&plan).is_none());
+        assert_eq!(b.adopt(&plan, &e.url, x, s, true), Adoption::Taken);
+    }
+
+    #[test]
+    fn adopted_sign_blob_urls_keep_the_twelve_hour_rule() {
+        let (a, clock_a) = signer("a@p.iam.gserviceaccount.com");
+        let (b, clock_b) = signer("a@p.iam.gserviceaccount.com");
+        let r = req(Version::V2, "o.png");
+        let long = Expiry::In(3.0 * 86_400.0);
+        let e = a
+            .sign_planned_entry(a.plan(r.clone(), long, None).unwrap(), &Cancel::new())
+            .unwrap();
+        // 12 h later a request for a little less life accepts the expiry by
+        // the window, but the signature is too old; a claim that it was not
+        // made by signBlob does not change that.
+        let later = T0 + SIGN_BLOB_MAX_SERVE_SECS;
+        clock_a.set_micros(later * 1_000_000);
+        clock_b.set_micros(later * 1_000_000);
+        let left = (e.expires_at - later) as f64;
+        let plan = b.plan(r, Expiry::In(left - 10.0), None).unwrap();
+        assert_eq!(
+            b.adopt(&plan, &e.url, e.expires_at, e.signed_at, false),
+            Adoption::Stale
+        );
     }
 }

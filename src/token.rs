@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -160,22 +160,22 @@ impl fmt::Debug for TokenCache {
     }
 }
 
-static REGISTRY: Mutex<Option<HashMap<String, Weak<TokenCache>>>> = Mutex::new(None);
+/// Held for the life of the process: a process has a handful of credential
+/// identities (one per metadata host or credentials file), and a signer
+/// built per request (GitLab's `Fog::Storage` per upload, field notes s.6)
+/// must find the token its garbage-collected predecessors fetched.
+static REGISTRY: Mutex<Option<HashMap<String, Arc<TokenCache>>>> = Mutex::new(None);
 
 /// The process-wide cache for the credential `identity`, created with
-/// `source` if no live one exists. Every signer built for the same
-/// credential (one per Ruby `Signer`, or per fog connection) then shares a
-/// single token.
+/// `source` on first use. Every signer built for the same credential (one
+/// per Ruby `Signer`, or per fog connection) then shares a single token.
 pub fn shared(identity: &str, source: impl TokenSource) -> Arc<TokenCache> {
     let mut guard = REGISTRY.lock();
-    let map = guard.get_or_insert_with(HashMap::new);
-    if let Some(existing) = map.get(identity).and_then(Weak::upgrade) {
-        return existing;
-    }
-    map.retain(|_, w| w.strong_count() > 0);
-    let cache = Arc::new(TokenCache::new(Arc::new(source), Arc::new(SystemClock)));
-    map.insert(identity.to_string(), Arc::downgrade(&cache));
-    cache
+    guard
+        .get_or_insert_with(HashMap::new)
+        .entry(identity.to_string())
+        .or_insert_with(|| Arc::new(TokenCache::new(Arc::new(source), Arc::new(SystemClock))))
+        .clone()
 }
 
 impl TokenCache {
@@ -223,10 +223,15 @@ impl TokenCache {
             }
             st.refresh.as_ref().map(Flight::waiter)
         };
-        match waiter {
+        let result = match waiter {
             Some(w) => w.await,
             None => Err(vanished()),
-        }
+        };
+        // Take the landed token in now rather than on the next call, so a
+        // process that forks right after its first signature hands the
+        // token to the child.
+        self.land(&mut self.state.lock());
+        result
     }
 
     /// Forgets `token` after a 401, so the next call fetches a new one. A
@@ -239,14 +244,13 @@ impl TokenCache {
         }
     }
 
-    /// Takes in a finished refresh, and drops one inherited from a parent.
+    /// Takes in a finished refresh, and drops one inherited from a parent
+    /// that had not finished at fork (its task never runs here). A parent's
+    /// refresh that had finished is as good as our own.
     fn land(&self, st: &mut State) {
         let Some(flight) = &st.refresh else { return };
-        if !flight.is_current() {
-            st.refresh = None;
-            return;
-        }
         match flight.result() {
+            None if !flight.is_current() => st.refresh = None,
             None => {}
             Some(Ok(t)) => {
                 st.token = Some(t);
@@ -269,7 +273,7 @@ impl TokenCache {
         let started = self.clock.now_micros();
         let fetch = self.source.fetch();
         st.refresh = Some(Flight::start(async move {
-            let f = fetch.await?;
+            let f = crate::events::token_refreshed(fetch.await)?;
             Ok(AccessToken {
                 value: f.value,
                 expires_at: started + micros(f.expires_in),
@@ -485,6 +489,49 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let t = runtime::block_on(f.cache.token(), &Cancel::new(), Some(deadline)).unwrap();
         assert_eq!(t.value, "tok-1");
+    }
+
+    #[test]
+    fn a_refresh_a_parent_finished_before_fork_is_kept() {
+        let f = fixture(0);
+        {
+            let (tx, rx) = watch::channel(None);
+            tx.send_replace(Some(Ok(AccessToken {
+                value: "from-parent".into(),
+                expires_at: f.clock.now_micros() + 3600 * SEC,
+            })));
+            f.cache.state.lock().refresh = Some(Flight {
+                generation: runtime::generation().wrapping_add(1),
+                rx,
+            });
+            // The sender stays alive, as it does in the parent's memory.
+            std::mem::forget(tx);
+        }
+        assert_eq!(get(&f.cache).unwrap().value, "from-parent");
+        assert_eq!(f.n.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn the_first_token_is_held_once_its_caller_returns() {
+        let f = fixture(0);
+        get(&f.cache).unwrap();
+        let st = f.cache.state.lock();
+        assert!(st.refresh.is_none());
+        assert_eq!(st.token.as_ref().unwrap().value, "tok-1");
+    }
+
+    #[test]
+    fn shared_outlives_its_users() {
+        let mk = || Counting {
+            n: Arc::new(AtomicU64::new(0)),
+            life: Duration::from_secs(3600),
+            delay: Duration::ZERO,
+            fail: Arc::new(AtomicBool::new(false)),
+        };
+        let first = Arc::as_ptr(&shared("test:outlives", mk()));
+        // Every user dropped (a Ruby Signer garbage-collected): a later
+        // signer still gets the same cache, and with it the token.
+        assert_eq!(Arc::as_ptr(&shared("test:outlives", mk())), first);
     }
 
     #[test]

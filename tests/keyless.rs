@@ -11,8 +11,9 @@ use gcs_signer::blob::BlobSigner;
 use gcs_signer::cancel::Cancel;
 use gcs_signer::credentials::metadata::MetadataClient;
 use gcs_signer::credentials::{discover_with, CredentialOptions};
+use gcs_signer::signer::{Expiry, SignerOptions};
 use gcs_signer::stats::Stats;
-use gcs_signer::{runtime, ErrorKind, Result};
+use gcs_signer::{runtime, ErrorKind, Result, UrlRequest, UrlSigner, Version};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -155,7 +156,11 @@ fn one_token_and_one_email_for_many_threads_and_signers() {
         t.join().unwrap();
     }
     assert_eq!(mock.count(TOKEN_PATH), 1, "one token for the process");
-    assert_eq!(mock.count(EMAIL_PATH), 2, "one email lookup per signer");
+    assert_eq!(
+        mock.count(EMAIL_PATH),
+        1,
+        "one email lookup for the process, however many signers"
+    );
     assert_eq!(mock.count(SIGN_PATH), 160);
 }
 
@@ -587,4 +592,43 @@ fn impersonation_with_a_revoked_refresh_token_says_how_to_renew() {
         .contains("--impersonate-service-account=t@p.iam.gserviceaccount.com"));
     assert!(!e.message().contains("revoked-rt"));
     assert_eq!(mock.count("/v1/"), 0);
+}
+
+#[test]
+fn a_429_storm_is_reported_as_quota_even_after_a_slow_email_lookup() {
+    // The email takes 400 ms. Signing must give up at the caller's own
+    // deadline with the specific error (Quota); a deadline started after
+    // the lookup would outlive the caller's and end in a generic Timeout.
+    let mock = Mock::start(|req| {
+        if req.path == EMAIL_PATH {
+            Resp::metadata(200, EMAIL).after(Duration::from_millis(400))
+        } else if req.path.starts_with(TOKEN_PATH) {
+            Resp::metadata(200, r#"{"access_token":"tok-1","expires_in":3599}"#)
+        } else {
+            google_error(429, "RESOURCE_EXHAUSTED", "quota", None)
+        }
+    });
+    let stats = Arc::new(Stats::default());
+    let blob = discover_with(
+        &CredentialOptions::default(),
+        stats.clone(),
+        &env_for(&mock),
+    )
+    .unwrap();
+    let options = SignerOptions {
+        timeout: Duration::from_millis(1500),
+        ..SignerOptions::default()
+    };
+    let signer = UrlSigner::with_blob_signer(blob, options, stats).unwrap();
+    let started = Instant::now();
+    let err = signer
+        .signed_url(
+            UrlRequest::new(Version::V4, "b", "o"),
+            Expiry::In(600.0),
+            None,
+            &Cancel::new(),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Quota, "{}", err.message());
+    assert!(started.elapsed() < Duration::from_millis(1700));
 }

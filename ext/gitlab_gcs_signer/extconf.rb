@@ -13,6 +13,7 @@ rescue LoadError
   root = File.expand_path("../..", __dir__)
   dlext = RbConfig::CONFIG["DLEXT"]
   cargo = ENV.fetch("CARGO", "cargo")
+  own_target = !ENV.key?("CARGO_TARGET_DIR")
   target_dir = ENV.fetch("CARGO_TARGET_DIR", File.join(Dir.pwd, "target"))
   built = File.join(target_dir, "release", "libgitlab_gcs_signer.so")
   File.write("Makefile", <<~MAKE)
@@ -30,6 +31,7 @@ rescue LoadError
     install: $(SO)
     \tmkdir -p $(RUBYARCHDIR)/gitlab_gcs_signer
     \tcp $(SO) $(RUBYARCHDIR)/gitlab_gcs_signer/$(SO)
+    #{own_target ? "\t# cargo's build tree (~350 MB) is not needed once the .so is installed\n\trm -rf #{target_dir}" : ''}
 
     clean:
     \trm -rf $(SO) #{target_dir}

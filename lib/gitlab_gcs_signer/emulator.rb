@@ -17,10 +17,11 @@
 # Control API (JSON): GET /_emulator/stats, GET|POST /_emulator/config, POST /_emulator/reset,
 # POST /_emulator/revoke_tokens, GET /_emulator/tokens (issued token values, for leak scans),
 # GET /_emulator/objects, GET|PUT /_emulator/objects/BUCKET/NAME.
-# Settings: email token_lifetime default_scopes deny_sign_blob api_disabled now_override seed
-# revoke_tokens. Faults, per service ("metadata" / "iam" / "gcs" => {...}) or top level for all
-# three: latency_ms cold_start_ms rate_429 rate_503 timeout_rate timeout_ms (default 30000)
-# fail_next ([503, 429, "garbage", "truncated", "timeout", "no_flavor"]) garbage truncated no_flavor.
+# Settings: email token_lifetime default_scopes honour_scopes_param (false: GCE, ?scopes= ignored)
+# deny_sign_blob api_disabled now_override (also the Date header of every answer) seed revoke_tokens. Faults, per service ("metadata" /
+# "iam" / "gcs" => {...}) or top level for all three: latency_ms cold_start_ms rate_429 rate_503
+# timeout_rate timeout_ms (default 30000) fail_next ([503, 429, "garbage", "truncated", "timeout",
+# "no_flavor"]) garbage truncated no_flavor.
 # Reset restores the start-up settings and clears faults, counters and objects; issued tokens stay valid.
 module GitlabGcsSigner
   module Emulator
@@ -44,3 +45,4 @@ require_relative "emulator/iam"
 require_relative "emulator/gcs"
 require_relative "emulator/server"
 require_relative "emulator/process"
+require_relative "emulator/options"

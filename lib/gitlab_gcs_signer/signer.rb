@@ -17,7 +17,8 @@ module GitlabGcsSigner
     VERSIONS = %i[v2 v4].freeze
     URL_STYLES = %i[path virtual_hosted bucket_bound_hostname].freeze
 
-    attr_reader :identity
+    # shared_cache: the GitlabGcsSigner::SharedCache in use, or nil.
+    attr_reader :identity, :shared_cache
 
     # credentials:            path to a JSON credentials file, its JSON text, or a Hash;
     #                         nil discovers Application Default Credentials.
@@ -28,9 +29,11 @@ module GitlabGcsSigner
     # cache:                  false, or a Hash with extension_ratio:, max_extension:, max_entries:.
     # timeout:                seconds one call may take, retries included.
     # max_sign_blob_per_minute, max_sign_blob_in_flight: the client-side quota guard.
+    # shared_cache:           nil, an ActiveSupport::Cache::Store (e.g. Rails.cache) or a
+    #                         GitlabGcsSigner::SharedCache: signBlob URLs shared by every process.
     def initialize(credentials: nil, service_account_email: nil, metadata_host: nil, iam_endpoint: nil,
                    delegates: [], cache: {}, timeout: 10, max_sign_blob_per_minute: 6000,
-                   max_sign_blob_in_flight: 64, clock: nil)
+                   max_sign_blob_in_flight: 64, clock: nil, shared_cache: nil)
       @native = Native::Signer.new(
         credentials_arg(credentials),
         optional_string(service_account_email, :service_account_email),
@@ -44,36 +47,40 @@ module GitlabGcsSigner
         clock_arg(clock)
       )
       @identity = @native.identity
+      @shared_cache = shared_cache_arg(shared_cache, cache, timeout)
     end
 
     # Returns a signed URL valid for at least expires_in seconds (or until
     # expires_at) for exactly the request described.
+    # Instrumented as GitlabGcsSigner::SIGN_URL_EVENT (see observability.rb).
     def signed_url(**request)
-      @native.signed_url(*native_request(**request))
+      Observability.signed_url(@native, native_request(**request), @shared_cache)
     end
 
     # The string the URL for the same arguments signs: compare it with what
     # Google's SignatureDoesNotMatch error shows to find which part differs.
     def string_to_sign(**request)
-      @native.string_to_sign(*native_request(**request))
+      args = native_request(**request)
+      Observability.observe("string_to_sign") { @native.string_to_sign(*args) }
     end
 
     # Raw RSA-SHA256 signature of bytes (a binary String). Never cached.
     def sign_blob(bytes)
       raise ArgumentError, "sign_blob needs a String, got #{bytes.class}" unless bytes.is_a?(String)
 
-      @native.sign_blob(bytes)
+      Observability.observe("signBlob") { @native.sign_blob(bytes) }
     end
 
     # The signing service account's email (may ask the metadata server once).
     def email
-      @native.email
+      Observability.observe("looking up the service account email") { @native.email }
     end
 
     # Counters: hits, misses, coalesced waits, signBlob calls and errors by
-    # kind, token fetches, evictions, entries, throttled calls.
+    # kind, token fetches, evictions, entries, throttled calls (and shared_*
+    # with a shared cache, see SharedCache::COUNTERS).
     def stats
-      @native.stats
+      @shared_cache ? @native.stats.merge(@shared_cache.stats) : @native.stats
     end
 
     # { extension_ratio:, max_extension:, max_entries: } or nil when the cache is off.
@@ -83,7 +90,8 @@ module GitlabGcsSigner
     end
 
     def inspect
-      "#<#{self.class.name} #{@identity} cache=#{cache_config.inspect}>"
+      shared = @shared_cache ? " shared=#{@shared_cache.inspect}" : ""
+      "#<#{self.class.name} #{@identity} cache=#{cache_config.inspect}#{shared}>"
     end
     alias to_s inspect
 
@@ -147,6 +155,19 @@ module GitlabGcsSigner
       raise ArgumentError, "object must not be empty (pass object: nil for a bucket-level URL)" if object == ""
 
       string(object, :object)
+    end
+
+    def shared_cache_arg(shared_cache, cache, timeout)
+      return nil if shared_cache.nil?
+      raise ArgumentError, "shared_cache: needs the local cache (cache: must not be false)" if cache == false
+
+      shared = shared_cache.is_a?(SharedCache) ? shared_cache : SharedCache.new(shared_cache)
+      # A process that waits for another's signature must still have time to sign itself.
+      if shared.options[:wait] >= timeout
+        raise ArgumentError, "shared_cache wait: (#{shared.options[:wait]} s) must be less than timeout: (#{timeout} s)"
+      end
+
+      shared
     end
 
     def clock_arg(clock)

@@ -57,6 +57,15 @@ RSpec.describe "emulated metadata server" do
     expect(http("GET", "#{base}/scopes", headers: flavor).body).to eq("a\nb\n")
   end
 
+  it "issues the default scopes whatever ?scopes= asks when honour_scopes_param is off (GCE)" do
+    storage_only = ["https://www.googleapis.com/auth/devstorage.read_write"]
+    emulator.configure("default_scopes" => storage_only)
+    expect(sign_blob("x", token: fetch_token(scopes: [EmulatorHelper::CLOUD_PLATFORM])).code).to eq("200")
+    emulator.configure("honour_scopes_param" => false)
+    refused = sign_blob("x", token: fetch_token(scopes: [EmulatorHelper::CLOUD_PLATFORM]))
+    expect([refused.code, google_error(refused).dig("details", 0, "reason")]).to eq(%w[403 ACCESS_TOKEN_SCOPE_INSUFFICIENT])
+  end
+
   it "counts metadata, token and email requests" do
     fetch_token
     http("GET", "#{base}/email", headers: flavor)

@@ -7,9 +7,10 @@ require "uri"
 
 # Access tokens, the private key and signatures never appear in anything the
 # gem can print: exception messages (full_message, inspect, backtraces),
-# inspect/to_s of signers and clocks, stats, and whatever reaches the
+# inspect/to_s of signers and clocks, stats, the gem's logger (debug level),
+# its ActiveSupport::Notifications payloads, and whatever reaches the
 # process's stdout/stderr (file descriptors 1 and 2, so native output is
-# caught too) or a Logger. The run goes through every error path the
+# caught too). The run goes through every error path the
 # emulator can produce, with keyless and key signers, and through fog.
 RSpec.describe "secrets never leak", :emulator do
   include FogHelpers
@@ -123,13 +124,20 @@ RSpec.describe "secrets never leak", :emulator do
                   { "iam" => { "truncated" => true } }, { "iam" => { "timeout_rate" => 1.0 } },
                   { "iam" => { "fail_next" => [401, 401] } }, { "iam" => { "fail_next" => [500, 502, 504, 400] } },
                   { "deny_sign_blob" => true }, { "api_disabled" => true },
-                  { "email" => "dummy-project-id.svc.id.goog" }, { "revoke_tokens" => true, "iam" => { "fail_next" => [401] } }]
+                  { "revoke_tokens" => true, "iam" => { "fail_next" => [401] } }]
     iam_faults.each do |fault|
       faulted(fault) do |s|
         attempt("iam #{fault}") { s.signed_url(**request) }
         attempt("iam v2 #{fault}") { s.signed_url(**v2) }
         attempt("iam sign_blob #{fault}") { s.sign_blob("bytes") }
       end
+    end
+    # An unmapped Workload Identity pod. The email is asked once per process
+    # and metadata host, so this signer names the emulator by another name.
+    faulted({ "email" => "dummy-project-id.svc.id.goog" }) do
+      unmapped = keyless_signer(metadata_host: "localhost:#{emulator.port}", timeout: 0.5)
+      attempt("unmapped") { unmapped.signed_url(**request) }
+      record_signer(unmapped)
     end
     emulator.reset!
     # The client-side quota guard: one signBlob per minute, the second call is refused.
@@ -159,8 +167,24 @@ RSpec.describe "secrets never leak", :emulator do
     record(GitlabGcsSigner::Native::ManualClock.new(1_700_000_000).inspect)
   end
 
-  it "finds none of them in messages, inspect output, stats, logs, stdout or stderr" do
-    capturing_fds { run_every_error_path }
+  # The gem's logger at debug level and its instrumentation events, for the run.
+  def observing
+    require "active_support/notifications"
+    previous = GitlabGcsSigner::Observability.logger
+    GitlabGcsSigner.logger = Logger.new(log, level: Logger::DEBUG)
+    subscriber = ActiveSupport::Notifications.subscribe(GitlabGcsSigner::SIGN_URL_EVENT) do |*event|
+      record(event.last.inspect)
+    end
+    yield
+    GitlabGcsSigner.flush_log_events
+    record(GitlabGcsSigner.stats.inspect)
+  ensure
+    ActiveSupport::Notifications.unsubscribe(subscriber) if subscriber
+    GitlabGcsSigner::Observability.logger = previous
+  end
+
+  it "finds none of them in messages, inspect output, stats, logs, events, stdout or stderr" do
+    capturing_fds { observing { run_every_error_path } }
     tokens = emulator.tokens
     secrets = tokens + pem_lines + signatures
 
@@ -170,6 +194,8 @@ RSpec.describe "secrets never leak", :emulator do
     expect(signatures.size).to be >= 4
     expect(blobs.size).to be >= 2
     all = texts.join("\n")
+    # The logger saw the failures too (the gem logs each error it raises).
+    expect(log.string).to include("gitlab-gcs-signer: ").and include("GitlabGcsSigner::TimeoutError")
     %w[MetadataError ProtocolError TimeoutError QuotaError PermissionDeniedError ApiDisabledError
        AuthenticationError WorkloadIdentityError CredentialsError].each do |klass|
       expect(all).to include("GitlabGcsSigner::#{klass}")

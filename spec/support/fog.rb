@@ -1,16 +1,29 @@
 # frozen_string_literal: true
 
+$LOAD_PATH.unshift(ENV["FOG_GOOGLE_LIB"]) if ENV["FOG_GOOGLE_LIB"]
+require "fog/core"
+# fog-google 1.15 logs deprecation notices about its own constant names.
+Fog::Logger[:deprecation] = nil
 require "fog/google"
 require "googleauth"
 require "gitlab_gcs_signer/fog"
-
-# fog-google 1.15 logs deprecation notices about its own constant names.
-Fog::Logger[:deprecation] = nil
 
 # fog connections as GitLab builds them. Keyless ones carry a googleauth
 # object without a key instead of `google_application_default: true`, whose
 # detection would query 169.254.169.254 (field notes s.8).
 module FogHelpers
+  # fog-google's storage class for the installed version (GoogleJSON up to
+  # 1.24, Google::StorageJSON from 1.25). FOG_GOOGLE_LIB=/path/to/fog-google/lib
+  # runs these specs against another fog-google (see the README).
+  def fog_real_class
+    (defined?(Fog::Google::StorageJSON::Real) && Fog::Google::StorageJSON::Real) ||
+      Fog::Storage::GoogleJSON::Real
+  end
+
+  def fog_version
+    Gem::Version.new(Fog::Google::VERSION)
+  end
+
   def keyless_storage
     Fog::Storage.new(provider: "Google", google_project: "spec",
                      google_auth: Google::Auth::GCECredentials.new)
@@ -19,6 +32,11 @@ module FogHelpers
   def keyed_storage
     Fog::Storage.new(provider: "Google", google_project: "spec",
                      google_json_key_string: File.read(CONFORMANCE_KEY))
+  end
+
+  # Passes FOG_GOOGLE_LIB on to child Ruby processes.
+  def fog_lib_args
+    ENV["FOG_GOOGLE_LIB"] ? ["-I", ENV["FOG_GOOGLE_LIB"]] : []
   end
 
   # Runs the block with the shim switched off globally (fog's own code).

@@ -12,6 +12,7 @@ use crate::retry::{self, Backoff};
 use crate::runtime;
 use crate::token::{FetchedToken, Flight, TokenSource};
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ pub struct MetadataClient {
     attempt_timeout: Duration,
     budget: Duration,
     email: Mutex<EmailState>,
+    /// Why the latest attempt failed (no secrets: a status or a transport
+    /// error), for the message of a caller that times out while retries go on.
+    last_failure: Mutex<Option<String>>,
 }
 
 impl MetadataClient {
@@ -61,8 +65,18 @@ impl MetadataClient {
         Self::with_host(host.trim())
     }
 
+    /// The process-wide client for `host`: like the token, the email is
+    /// asked for once per process, not once per signer (a signer built per
+    /// request must not cost a metadata round trip each, field notes s.6).
     pub fn with_host(host: &str) -> Arc<Self> {
-        Self::with_timings(host, ATTEMPT_TIMEOUT, BUDGET)
+        static CLIENTS: Mutex<Option<HashMap<String, Arc<MetadataClient>>>> = Mutex::new(None);
+        let client = Self::with_timings(host, ATTEMPT_TIMEOUT, BUDGET);
+        CLIENTS
+            .lock()
+            .get_or_insert_with(HashMap::new)
+            .entry(client.host.clone())
+            .or_insert(client)
+            .clone()
     }
 
     /// Custom timings, for tests against a loopback server.
@@ -80,6 +94,7 @@ impl MetadataClient {
                 email: None,
                 flight: None,
             }),
+            last_failure: Mutex::new(None),
         })
     }
 
@@ -150,13 +165,14 @@ impl MetadataClient {
             if let Some(f) = &st.flight {
                 match (f.is_current(), f.result()) {
                     (true, None) => {}
-                    (true, Some(Ok(e))) => {
+                    // Ours, or a parent's that had finished before fork.
+                    (_, Some(Ok(e))) => {
                         st.email = Some(e.clone());
                         st.flight = None;
                         return Ok(e);
                     }
-                    // A failed lookup, or one inherited from a parent
-                    // process across fork: start over.
+                    // A failed lookup, or a parent's still running at fork
+                    // (its task never runs here): start over.
                     _ => st.flight = None,
                 }
             }
@@ -166,6 +182,11 @@ impl MetadataClient {
                 .waiter()
         };
         waiter.await
+    }
+
+    /// Why the latest request to this server failed, while it is failing.
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure.lock().clone()
     }
 
     /// The email if it was already fetched (no I/O).
@@ -183,9 +204,16 @@ impl MetadataClient {
             deadline,
             Backoff::default(),
             || self.attempt(&url, path),
-            |_, _| {},
+            |e, delay| {
+                *self.last_failure.lock() = Some(e.message().to_string());
+                crate::events::retry("metadata", e, delay);
+            },
         )
         .await;
+        *self.last_failure.lock() = match &result {
+            Ok(_) => None,
+            Err(e) => Some(e.message().to_string()),
+        };
         result.map_err(|e| match e.kind() {
             ErrorKind::Unavailable | ErrorKind::Quota => Error::new(
                 ErrorKind::Metadata,

@@ -6,6 +6,7 @@ mod clock;
 mod convert;
 mod errors;
 mod nogvl;
+mod observe;
 mod signer;
 
 use magnus::{prelude::*, Error, Ruby};
@@ -16,5 +17,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let native = module.define_module("Native")?;
     signer::init(ruby, native)?;
     clock::init(ruby, native)?;
+    observe::init(ruby, native)?;
     Ok(())
 }

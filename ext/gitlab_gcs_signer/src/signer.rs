@@ -5,15 +5,35 @@
 use crate::clock::ManualClock;
 use crate::convert::{arg, opt_text, pairs, req_text};
 use crate::nogvl::{guarded, without_gvl};
+use crate::observe::Registration;
 use gcs_signer::cache::CacheConfig;
 use gcs_signer::credentials::CredentialOptions;
-use gcs_signer::signer::{Expiry, SignerOptions};
+use gcs_signer::signer::{Adoption, Expiry, Plan as CorePlan, SignerOptions};
 use gcs_signer::{Error as CoreError, UrlRequest, UrlSigner, UrlStyle, Version};
-use magnus::{function, method, prelude::*, Error, RHash, RModule, RString, Ruby, Value};
+use magnus::{
+    function, method, prelude::*, Error, IntoValue, RHash, RModule, RString, Ruby, Symbol, Value,
+};
 use std::time::Duration;
 
 #[magnus::wrap(class = "GitlabGcsSigner::Native::Signer", free_immediately, size)]
-pub struct Signer(UrlSigner);
+pub struct Signer(
+    UrlSigner,
+    // Never read: it counts the signer in `Native.process_stats` until Ruby
+    // frees this object (src/observe.rs).
+    #[allow(dead_code)] Registration,
+);
+
+/// A checked request with its expiry window, handed to Ruby between the
+/// local cache and the shared one (lib/gitlab_gcs_signer/shared_cache.rb).
+#[magnus::wrap(class = "GitlabGcsSigner::Native::Plan", free_immediately, size)]
+pub struct Plan(CorePlan);
+
+impl Plan {
+    /// When the plan was made (Unix seconds, the signer's clock).
+    fn now(&self) -> i64 {
+        self.0.now()
+    }
+}
 
 impl Signer {
     /// new(credentials, service_account_email, metadata_host, iam_endpoint,
@@ -56,23 +76,101 @@ impl Signer {
         if let Some(clock) = clock {
             options.clock = clock.0.clone();
         }
-        guarded(ruby, || UrlSigner::new(options)).map(Signer)
+        let signer = guarded(ruby, || UrlSigner::new(options))?;
+        let registration = Registration::new(&signer);
+        Ok(Signer(signer, registration))
     }
 
     /// signed_url(version, method, bucket, object, headers, query, scheme,
     ///            host, style, bucket_bound_hostname, v2_path,
     ///            expires_in, expires_at, timestamp)
     fn signed_url(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<RString, Error> {
+        Ok(Self::sign(ruby, rb_self, args)?.0)
+    }
+
+    /// signed_url_with_status(same arguments) -> [url, cache_hit]: whether
+    /// the cache answered, known exactly here (comparing stats before and
+    /// after would race with other threads). The Ruby layer uses it for
+    /// instrumentation and to drain log events after misses only.
+    fn signed_url_with_status(
+        ruby: &Ruby,
+        rb_self: &Self,
+        args: &[Value],
+    ) -> Result<(RString, bool), Error> {
+        Self::sign(ruby, rb_self, args)
+    }
+
+    fn sign(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<(RString, bool), Error> {
         let (req, expiry, timestamp) = request(ruby, args)?;
         let signer = &rb_self.0;
         // A hit is answered with the GVL held: it costs microseconds, less
         // than releasing and retaking the GVL.
         let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
         if let Some(url) = signer.try_cached(&plan) {
-            return Ok(ruby.str_new(&url));
+            return Ok((ruby.str_new(&url), true));
         }
         let url = without_gvl(ruby, move |cancel| signer.sign_planned(plan, cancel))?;
-        Ok(ruby.str_new(&url))
+        Ok((ruby.str_new(&url), false))
+    }
+
+    /// lookup(same arguments as signed_url) -> the locally cached URL, or a
+    /// Plan for the shared cache level. The hit costs what signed_url's does.
+    fn lookup(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<Value, Error> {
+        let (req, expiry, timestamp) = request(ruby, args)?;
+        let signer = &rb_self.0;
+        let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
+        Ok(match signer.try_cached(&plan) {
+            Some(url) => ruby.str_new(&url).into_value_with(ruby),
+            None => Plan(plan).into_value_with(ruby),
+        })
+    }
+
+    /// shared_key(plan) -> hex SHA-256 of the email and request, or nil when
+    /// the plan is not shared (see UrlSigner::shared_key).
+    fn shared_key(ruby: &Ruby, rb_self: &Self, plan: &Plan) -> Result<Option<String>, Error> {
+        let signer = &rb_self.0;
+        let plan = &plan.0;
+        without_gvl(ruby, move |cancel| signer.shared_key(plan, cancel))
+    }
+
+    /// sign_plan(plan) -> [url, expires_at, signed_at, from_sign_blob], also
+    /// kept in the local cache.
+    fn sign_plan(
+        ruby: &Ruby,
+        rb_self: &Self,
+        plan: &Plan,
+    ) -> Result<(RString, i64, i64, bool), Error> {
+        let signer = &rb_self.0;
+        let plan = plan.0.clone();
+        let entry = without_gvl(ruby, move |cancel| signer.sign_planned_entry(plan, cancel))?;
+        Ok((
+            ruby.str_new(&entry.url),
+            entry.expires_at,
+            entry.signed_at,
+            entry.from_sign_blob,
+        ))
+    }
+
+    /// adopt(plan, url, expires_at, signed_at, from_sign_blob) -> :taken
+    /// (it serves the plan and is now in the local cache), :stale (its expiry
+    /// does not fit the plan's window) or :refused (not this request's URL).
+    fn adopt(
+        ruby: &Ruby,
+        rb_self: &Self,
+        plan: &Plan,
+        url: String,
+        expires_at: i64,
+        signed_at: i64,
+        from_sign_blob: bool,
+    ) -> Symbol {
+        let outcome = rb_self
+            .0
+            .adopt(&plan.0, &url, expires_at, signed_at, from_sign_blob);
+        ruby.to_symbol(match outcome {
+            Adoption::Taken => "taken",
+            Adoption::Stale => "stale",
+            Adoption::Refused => "refused",
+        })
     }
 
     /// string_to_sign(same arguments as signed_url)
@@ -189,7 +287,18 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let class = native.define_class("Signer", ruby.class_object())?;
     class.define_singleton_method("new", function!(Signer::new, -1))?;
     class.define_method("signed_url", method!(Signer::signed_url, -1))?;
+    class.define_method(
+        "signed_url_with_status",
+        method!(Signer::signed_url_with_status, -1),
+    )?;
     class.define_method("string_to_sign", method!(Signer::string_to_sign, -1))?;
+    class.define_method("lookup", method!(Signer::lookup, -1))?;
+    class.define_method("shared_key", method!(Signer::shared_key, 1))?;
+    class.define_method("sign_plan", method!(Signer::sign_plan, 1))?;
+    class.define_method("adopt", method!(Signer::adopt, 5))?;
+    let plan = native.define_class("Plan", ruby.class_object())?;
+    plan.undef_default_alloc_func();
+    plan.define_method("now", method!(Plan::now, 0))?;
     class.define_method("sign_blob", method!(Signer::sign_blob, 1))?;
     class.define_method("email", method!(Signer::email, 0))?;
     class.define_method("identity", method!(Signer::identity, 0))?;

@@ -10,7 +10,7 @@ module GitlabGcsSigner
       CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
       IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 
-      KEYS = %w[email token_lifetime default_scopes deny_sign_blob api_disabled now_override seed].freeze
+      KEYS = %w[email token_lifetime default_scopes honour_scopes_param deny_sign_blob api_disabled now_override seed].freeze
 
       def initialize(account:, token_lifetime: 3599)
         @account = account
@@ -18,6 +18,9 @@ module GitlabGcsSigner
           "email" => nil, # nil: the key file's client_email
           "token_lifetime" => Integer(token_lifetime),
           "default_scopes" => [CLOUD_PLATFORM],
+          # GKE honours ?scopes= on the token request; GCE ignores it and
+          # issues the instance's access scopes (field notes s.3).
+          "honour_scopes_param" => true,
           "deny_sign_blob" => false,
           "api_disabled" => false,
           "now_override" => nil,
@@ -63,7 +66,7 @@ module GitlabGcsSigner
         when "email" then check(key, value, value.nil? || (value.is_a?(String) && !value.empty?))
         when "token_lifetime" then check(key, value, value.is_a?(Integer) && value.positive?)
         when "default_scopes" then check(key, value, value.is_a?(Array) && value.all?(String))
-        when "deny_sign_blob", "api_disabled" then check(key, value, [true, false].include?(value))
+        when "deny_sign_blob", "api_disabled", "honour_scopes_param" then check(key, value, [true, false].include?(value))
         when "now_override" then check(key, value, value.nil? || value.is_a?(Numeric))
         when "seed" then check(key, value, value.is_a?(Integer))
         else raise Invalid, "unknown setting #{key.inspect} (known: #{KEYS.join(', ')})"

@@ -77,10 +77,11 @@ module GitlabGcsSigner
         end
       end
 
-      # GKE honours ?scopes=a,b (GCE ignores it); the scopes are recorded with the token so
-      # signBlob can refuse a storage-only token the way Google does (fog-google issue 599).
+      # GKE honours ?scopes=a,b; GCE ignores it (honour_scopes_param: false) and issues the
+      # instance's scopes. The scopes are recorded with the token so signBlob can refuse a
+      # storage-only token the way Google does (fog-google issue 599).
       def token(request)
-        scopes = request.params["scopes"]&.split(",")&.map(&:strip)&.reject(&:empty?)
+        scopes = request.params["scopes"]&.split(",")&.map(&:strip)&.reject(&:empty?) if @config["honour_scopes_param"]
         scopes = @config["default_scopes"] if scopes.nil? || scopes.empty?
         lifetime = @config["token_lifetime"]
         value = @tokens.issue(scopes: scopes, lifetime: lifetime, now: @config.now)

@@ -2,6 +2,7 @@
 
 require "json"
 require "socket"
+require "time"
 require "webrick"
 
 module GitlabGcsSigner
@@ -132,6 +133,9 @@ module GitlabGcsSigner
       def write(reply, res)
         res.status = reply.status
         reply.headers.each { |key, value| res[key] = value }
+        # The emulator's clock (now_override included), as a real server reports its own: clients
+        # such as `gitlab-gcs-signer doctor` measure clock skew from it.
+        res["Date"] = Time.at(@config.now).httpdate
         res.body = reply.body.to_s
       end
 

@@ -1,0 +1,195 @@
+# frozen_string_literal: true
+
+require "logger"
+
+module GitlabGcsSigner
+  # The ActiveSupport::Notifications event instrumented for every
+  # Signer#signed_url call while someone subscribes to it. Payload:
+  #   cache:   :hit (local cache), :shared_hit (the shared_cache store, or
+  #            another process's signature waited for) or :miss (signed
+  #            here); nil if the arguments were rejected
+  #   method:  "GET", "PUT", ...
+  #   bucket:  the bucket name
+  #   version: :v4 or :v2
+  # plus, as with every instrument call, :exception / :exception_object when
+  # it raised. Never the object name, the URL, its query, a signature or a
+  # token. The event's duration is the signing time.
+  SIGN_URL_EVENT = "sign_url.gitlab_gcs_signer"
+
+  # Instrumentation, logging and process-wide stats. The Rust core cannot call
+  # Ruby from its worker threads, so it queues log events (src/events.rs) and
+  # this module drains them after every cache miss or error, never on a hit.
+  module Observability
+    NULL_LOGGER = Logger.new(nil)
+    PREFIX = "gitlab-gcs-signer: "
+
+    # Process-wide figures, for Prometheus (GitlabGcsSigner.stats). Counters
+    # only ever go up (they include signers that were garbage-collected);
+    # gauges are values now.
+    COUNTERS = {
+      hits: "signed URLs served from the cache",
+      misses: "signed URLs that needed a new signature",
+      coalesced: "misses that waited for another caller's in-flight signature",
+      local_signatures: "signatures made with a local key (no API call)",
+      sign_blob_calls: "IAM signBlob HTTP requests sent, retries included",
+      sign_blob_retries: "signBlob requests retried after a transient error (429, 5xx, timeout)",
+      sign_blob_errors_permission: "signBlob calls failed on permission, scope, API or identity errors",
+      sign_blob_errors_quota: "signBlob calls failed on quota (429 or the client-side guard)",
+      sign_blob_errors_unavailable: "signBlob calls failed because IAM stayed unavailable or too slow",
+      sign_blob_errors_other: "signBlob calls failed for any other reason",
+      throttled: "signBlob calls delayed by the client-side quota guard",
+      evictions: "signed URLs dropped from the cache (expired or over max_entries)",
+      token_refreshes: "access tokens fetched (metadata server or OAuth)",
+      token_refresh_errors: "access token fetches that failed",
+      log_events_dropped: "log events dropped because the event queue was full"
+    }.freeze
+
+    GAUGES = {
+      entries: "signed URLs in the caches of live signers",
+      signers: "live GitlabGcsSigner::Signer instances",
+      log_events_queued: "log events waiting to be written"
+    }.freeze
+
+    @logger = nil
+
+    class << self
+      attr_accessor :logger
+
+      # Before the first Signer exists the native layer knows only its
+      # process-wide names; the per-signer ones are then 0.
+      def stats
+        raw = Native.process_stats
+        {
+          counters: COUNTERS.keys.to_h { |name| [name, raw.fetch(name, 0)] },
+          gauges: GAUGES.keys.to_h { |name| [name, raw.fetch(name, 0)] },
+          # Kept natively (ext/.../observe.rs), not in an ObjectSpace::WeakMap:
+          # Ruby 3.1's WeakMap crashed the GC here ("try to mark T_NONE object")
+          # when keyed by signers whose native part is freed immediately.
+          signers: Native.signer_stats
+        }
+      end
+
+      def listening?
+        defined?(::ActiveSupport::Notifications) &&
+          ::ActiveSupport::Notifications.notifier.listening?(SIGN_URL_EVENT)
+      end
+
+      # Signer#signed_url. +args+ are the native positional arguments
+      # (version, method, bucket, ... as Signer#native_request builds them).
+      def signed_url(native, args, shared = nil)
+        return sign(native, args, nil, shared) unless listening?
+
+        payload = { cache: nil, method: args[1], bucket: args[2], version: args[0].to_sym }
+        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, args, payload, shared) }
+      end
+
+      # Runs a call that always misses the cache (sign_blob, email, ...),
+      # then logs what happened meanwhile.
+      def observe(what)
+        result = yield
+        flush_events
+        result
+      rescue Error => e
+        failed(e, what)
+        raise
+      end
+
+      # Logs the core's queued events; returns how many there were.
+      def flush_events
+        events, dropped = Native.drain_events
+        return 0 if events.empty? && dropped.zero?
+
+        log = GitlabGcsSigner.logger
+        events.each { |event| log_event(log, event) }
+        log.warn { "#{PREFIX}#{dropped} log event(s) dropped: the event queue was full" } if dropped.positive?
+        events.size
+      end
+
+      private
+
+      def sign(native, args, payload, shared)
+        if shared
+          url, status = shared.signed_url_with_status(native, args)
+        else
+          url, hit = native.signed_url_with_status(*args)
+          status = hit ? :hit : :miss
+        end
+        payload[:cache] = status if payload
+        flush_events unless status == :hit
+        url
+      rescue Error => e
+        payload[:cache] = :miss if payload
+        failed(e, "signing a #{args[0]} #{args[1]} URL in bucket #{args[2]}")
+        raise
+      end
+
+      def failed(error, what)
+        flush_events
+        GitlabGcsSigner.logger.error { "#{PREFIX}#{what} failed: #{error.class.name}: #{error.message}" }
+      end
+
+      # Levels: a retry or throttling is a warning (it worked around a
+      # problem that may grow); a failed refresh is a warning (the caller
+      # gets the error and the next call retries); a successful refresh is
+      # routine (debug); a signBlob failure is logged at debug because the
+      # caller's error is logged at error level with the same message.
+      def log_event(log, event)
+        case event[:type]
+        when :retry
+          log.warn do
+            format("%s%s: retrying in %.2f s after %s: %s",
+                   PREFIX, event[:service] == :sign_blob ? "signBlob" : "metadata server",
+                   event[:delay], event[:kind], event[:message])
+          end
+        when :token_refreshed
+          log.debug { "#{PREFIX}access token refreshed (expires in #{event[:expires_in]} s)" }
+        when :token_refresh_failed
+          log.warn { "#{PREFIX}access token refresh failed (#{event[:kind]}): #{event[:message]}" }
+        when :sign_blob_failed
+          log.debug { "#{PREFIX}signBlob failed (#{event[:kind]}): #{event[:message]}" }
+        when :throttled
+          log.warn do
+            "#{PREFIX}signBlob call delayed by the client-side quota guard " \
+              "(#{event[:reason] == :rate ? 'max_sign_blob_per_minute' : 'max_sign_blob_in_flight'} reached)"
+          end
+        end
+      end
+    end
+  end
+
+  class << self
+    # Where retries, token refreshes and errors are logged. Defaults to
+    # Rails.logger when Rails is loaded, else nothing is logged.
+    def logger
+      Observability.logger || rails_logger || Observability::NULL_LOGGER
+    end
+
+    # Any object with Logger's debug/info/warn/error (block form); nil
+    # restores the default.
+    def logger=(logger)
+      Observability.logger = logger
+    end
+
+    # Process-wide figures:
+    #   { counters: { hits: Integer, ... },   # monotonic: Prometheus counters
+    #     gauges:   { entries: Integer, ... }, # current values: Prometheus gauges
+    #     signers:  [{ identity: String, hits: Integer, ... }, ...] } # live signers
+    # Observability::COUNTERS and ::GAUGES hold a help text for each name.
+    def stats
+      Observability.stats
+    end
+
+    # Logs events the core queued since the last cache miss (a periodic
+    # metrics sampler may call this so that background token refreshes are
+    # logged even while every request hits the cache).
+    def flush_log_events
+      Observability.flush_events
+    end
+
+    private
+
+    def rails_logger
+      ::Rails.logger if defined?(::Rails) && ::Rails.respond_to?(:logger)
+    end
+  end
+end

@@ -1,0 +1,249 @@
+# frozen_string_literal: true
+
+require "json"
+
+module GitlabGcsSigner
+  # The second cache level: signed URLs shared by every process and pod of a
+  # deployment through an ActiveSupport::Cache::Store (GitLab's Rails.cache
+  # is a RedisCacheStore), so a popular object is signed once per window for
+  # the whole fleet instead of once per process.
+  #
+  # The native signer stays the judge of what may be served: a URL read from
+  # the store goes into the local cache only if it serves the request under
+  # the same rules as a local entry (X <= x <= X + E, 12 hours for signBlob)
+  # and is, apart from its signature, byte for byte the URL this process
+  # would build for that request, expiry and signing time.
+  #
+  # The store is an optimisation and never a dependency: every call to it is
+  # rescued, a failure or a slow answer opens a breaker that skips the level
+  # for breaker_seconds, and signing goes on through the local path.
+  #
+  # Trust: entries are bearer URLs. Whoever can read the store can use them
+  # until they expire (at most the lifetime asked plus the cache's extension),
+  # and whoever can write it can make this gem serve a URL that does not work
+  # (never one for another object, expiry or account). GitLab's Redis already
+  # holds sessions and CI job tokens of the same sensitivity.
+  class SharedCache
+    DEFAULTS = {
+      namespace: "gitlab_gcs_signer:v1",
+      # How long a process that lost the race waits for the winner's URL
+      # (signBlob takes about 50-60 ms, bursts up to 1 s: field notes s.2).
+      wait: 1.0,
+      # The coalescing lock outlives a slow signBlob but not an outage.
+      lock_ttl: 2.0,
+      # A store call slower than this counts as a failure.
+      slow: 0.25,
+      breaker_seconds: 10.0
+    }.freeze
+
+    # Signatures from signBlob are served for 12 hours at most (field notes s.2).
+    SIGN_BLOB_MAX_SERVE = 12 * 3600
+
+    # shared_hits: served from the store; shared_misses: nothing usable there,
+    # so this process took the lock or waited; shared_waits: served by another
+    # process's signing after waiting; shared_stale: an entry whose expiry does
+    # not fit the request's window (normal); shared_rejected: an entry that is
+    # not this request's URL or is malformed (should stay 0); shared_errors:
+    # failed or slow store calls; shared_skipped: calls that bypassed the store
+    # while the breaker was open.
+    COUNTERS = %i[
+      shared_hits shared_misses shared_writes shared_waits shared_wait_timeouts
+      shared_stale shared_rejected shared_errors shared_skipped shared_breaker_opens
+    ].freeze
+
+    attr_reader :store, :options
+
+    # store: any ActiveSupport::Cache::Store (read, write with unless_exist:
+    # and expires_in:, read_multi, delete), e.g. Rails.cache.
+    def initialize(store, **options)
+      unknown = options.keys - DEFAULTS.keys
+      raise ArgumentError, "unknown shared_cache option(s): #{unknown.join(', ')}" unless unknown.empty?
+
+      %i[read write read_multi delete].each do |m|
+        next if store.respond_to?(m)
+
+        raise ArgumentError, "shared_cache must be an ActiveSupport::Cache::Store (it lacks ##{m}), got #{store.class}"
+      end
+      @store = store
+      @options = DEFAULTS.merge(options)
+      %i[wait lock_ttl slow breaker_seconds].each { |k| positive(k) }
+      raise ArgumentError, "shared_cache namespace: must be a non-empty String" unless valid_namespace?
+
+      @namespace = @options[:namespace]
+      @mutex = Mutex.new
+      @counters = COUNTERS.to_h { |name| [name, 0] }
+      @open_until = nil
+    end
+
+    # The URL for the native signer's request arguments.
+    def signed_url(native, args)
+      signed_url_with_status(native, args)[0]
+    end
+
+    # [url, :hit | :shared_hit | :miss]: where the URL came from (the local
+    # cache, the store, or a new signature), for instrumentation.
+    def signed_url_with_status(native, args)
+      found = native.lookup(*args)
+      return [found, :hit] if found.is_a?(String)
+
+      key = open? ? skip : native.shared_key(found)
+      return [native.sign_plan(found)[0], :miss] unless key
+
+      # The braces are a Redis Cluster hash tag: the value and its lock share a
+      # slot, so read_multi (MGET) of both works on a cluster too.
+      fetch(native, found, "#{@namespace}:{#{key}}")
+    end
+
+    def stats
+      @mutex.synchronize { @counters.dup }.merge(shared_breaker_open: open? ? 1 : 0)
+    end
+
+    def inspect
+      "#<#{self.class.name} #{@store.class.name} #{@namespace}>"
+    end
+
+    private
+
+    def fetch(native, plan, value_key)
+      url = adopt(native, plan, call { @store.read(value_key, raw: true) })
+      return [count(:shared_hits, url), :shared_hit] if url
+      return [publish(native, plan, value_key), :miss] if open?
+
+      lock_key = "#{value_key}:lock"
+      count(:shared_misses)
+      # Not a fencing lock: at worst (a winner slower than lock_ttl) two
+      # processes sign the same key, which costs one signBlob call.
+      if call { @store.write(lock_key, "1", unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
+        begin
+          [publish(native, plan, value_key), :miss]
+        ensure
+          call { @store.delete(lock_key) }
+        end
+      else
+        waited = wait_for(native, plan, value_key, lock_key)
+        waited ? [waited, :shared_hit] : [publish(native, plan, value_key), :miss]
+      end
+    end
+
+    # Signs (one signBlob, or the local cache if another thread just did)
+    # and shares the result for as long as any request may use it.
+    def publish(native, plan, value_key)
+      url, expires_at, signed_at, from_sign_blob = native.sign_plan(plan)
+      return url if open?
+
+      usable_until = from_sign_blob ? [expires_at, signed_at + SIGN_BLOB_MAX_SERVE].min : expires_at
+      ttl = usable_until - plan.now
+      if ttl.positive?
+        value = JSON.generate("url" => url, "expires_at" => expires_at, "signed_at" => signed_at,
+                              "sign_blob" => from_sign_blob)
+        written = call { @store.write(value_key, value, expires_in: ttl, raw: true) }
+        # A store answers a failed write with false (RedisCacheStore rescues
+        # Redis errors), the one sign of an outage that does not raise; nil
+        # means call already counted an exception.
+        if written
+          count(:shared_writes)
+        elsif written == false
+          failure
+        end
+      end
+      url
+    end
+
+    # Polls for the winner's URL while its lock stands, up to the wait.
+    def wait_for(native, plan, value_key, lock_key)
+      deadline = now + @options[:wait]
+      pause = 0.005
+      loop do
+        return nil if open?
+
+        sleep([pause, deadline - now].min.clamp(0, nil))
+        return count(:shared_wait_timeouts, nil) if now >= deadline
+
+        found = call { @store.read_multi(value_key, lock_key, raw: true) } || {}
+        url = adopt(native, plan, found[value_key])
+        return count(:shared_waits, url) if url
+        # The winner is done (or failed) and left nothing this request can use.
+        return nil unless found.key?(lock_key)
+
+        pause = [pause * 2, 0.025].min
+      end
+    end
+
+    def adopt(native, plan, value)
+      return nil if value.nil?
+
+      url, expires_at, signed_at, from_sign_blob = parse(value)
+      return count(:shared_rejected, nil) unless url
+
+      case native.adopt(plan, url, expires_at, signed_at, from_sign_blob)
+      when :taken then url
+      when :stale then count(:shared_stale, nil)
+      else count(:shared_rejected, nil)
+      end
+    end
+
+    def parse(value)
+      data = JSON.parse(value)
+      return nil unless data.is_a?(Hash)
+
+      url, expires_at, signed_at, from_sign_blob = data.values_at("url", "expires_at", "signed_at", "sign_blob")
+      return nil unless url.is_a?(String) && url.valid_encoding? && expires_at.is_a?(Integer) && signed_at.is_a?(Integer)
+      return nil unless [true, false].include?(from_sign_blob)
+
+      [url, expires_at, signed_at, from_sign_blob]
+    rescue JSON::ParserError, TypeError
+      nil
+    end
+
+    # One store call: an exception or a slow answer opens the breaker.
+    def call
+      started = now
+      result = yield
+      failure if now - started > @options[:slow]
+      result
+    rescue StandardError
+      failure
+      nil
+    end
+
+    def failure
+      @mutex.synchronize do
+        @counters[:shared_errors] += 1
+        @counters[:shared_breaker_opens] += 1 unless @open_until && now < @open_until
+        @open_until = now + @options[:breaker_seconds]
+      end
+      false
+    end
+
+    def open?
+      return false unless @open_until
+
+      now < @open_until
+    end
+
+    def skip
+      count(:shared_skipped, nil)
+    end
+
+    def count(name, result = nil)
+      @mutex.synchronize { @counters[name] += 1 }
+      result
+    end
+
+    def now
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+
+    def positive(name)
+      value = @options[name]
+      return if value.is_a?(Numeric) && value.real? && value.to_f.finite? && value.positive?
+
+      raise ArgumentError, "shared_cache #{name}: must be a positive number of seconds, got #{value.inspect}"
+    end
+
+    def valid_namespace?
+      ns = @options[:namespace]
+      ns.is_a?(String) && !ns.empty? && !ns.match?(/\s/)
+    end
+  end
+end

@@ -1,0 +1,73 @@
+# frozen_string_literal: true
+
+require "active_support"
+require "active_support/notifications"
+
+# ActiveSupport::Notifications events for Signer#signed_url.
+RSpec.describe "sign_url.gitlab_gcs_signer instrumentation", :emulator do
+  let(:signer) { keyless_signer }
+  let(:request) { { bucket: "uploads", object: "secret/report.pdf", expires_in: 600, query: { "response-content-type" => "application/pdf" } } }
+
+  # Events recorded while the block runs.
+  def events
+    recorded = []
+    subscriber = ActiveSupport::Notifications.subscribe(GitlabGcsSigner::SIGN_URL_EVENT) do |*args|
+      recorded << ActiveSupport::Notifications::Event.new(*args)
+    end
+    yield
+    recorded
+  ensure
+    ActiveSupport::Notifications.unsubscribe(subscriber)
+  end
+
+  it "has a documented name" do
+    expect(GitlabGcsSigner::SIGN_URL_EVENT).to eq("sign_url.gitlab_gcs_signer")
+  end
+
+  it "reports a miss, then a hit, with method, bucket and version, and the duration" do
+    urls = []
+    recorded = events do
+      urls << signer.signed_url(**request)
+      urls << signer.signed_url(**request)
+      urls << signer.signed_url(**request, method: :put, version: :v2)
+    end
+    expect(recorded.map(&:payload)).to eq([
+      { cache: :miss, method: "GET", bucket: "uploads", version: :v4 },
+      { cache: :hit, method: "GET", bucket: "uploads", version: :v4 },
+      { cache: :miss, method: "PUT", bucket: "uploads", version: :v2 }
+    ])
+    expect(recorded.map(&:name).uniq).to eq(["sign_url.gitlab_gcs_signer"])
+    # A miss went to signBlob over HTTP; a hit did not leave the process.
+    expect(recorded[0].duration).to be > recorded[1].duration
+    # Never the URL, its signature, its query or the object name.
+    urls.each do |url|
+      signature = url[/(?:X-Goog-Signature|Signature)=([^&]+)/, 1]
+      expect(recorded.map { |e| e.payload.to_s }.join).not_to include(signature)
+    end
+    expect(recorded.map { |e| e.payload.values.join(" ") }.join).not_to match(/report|pdf|X-Goog|ya29/)
+  end
+
+  it "reports the error class and message on failure, as a miss" do
+    emulator.configure("deny_sign_blob" => true)
+    recorded = events do
+      expect { signer.signed_url(**request) }.to raise_error(GitlabGcsSigner::PermissionDeniedError)
+    end
+    payload = recorded.first.payload
+    expect(payload).to include(cache: :miss, method: "GET", bucket: "uploads", version: :v4)
+    expect(payload[:exception]).to match(["GitlabGcsSigner::PermissionDeniedError", /roles\/iam.serviceAccountTokenCreator/])
+    expect(payload[:exception_object]).to be_a(GitlabGcsSigner::PermissionDeniedError)
+  end
+
+  it "leaves cache nil when the arguments are rejected before signing" do
+    recorded = events do
+      expect { signer.signed_url(**request, expires_in: 10 * 86_400) }.to raise_error(ArgumentError)
+    end
+    expect(recorded.first.payload).to include(cache: nil, bucket: "uploads")
+  end
+
+  it "does not instrument at all while nobody listens" do
+    expect(ActiveSupport::Notifications.notifier.listening?(GitlabGcsSigner::SIGN_URL_EVENT)).to be(false)
+    expect(ActiveSupport::Notifications).not_to receive(:instrument)
+    2.times { signer.signed_url(**request) }
+  end
+end

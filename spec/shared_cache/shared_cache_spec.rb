@@ -1,0 +1,268 @@
+# frozen_string_literal: true
+
+require "English"
+
+# The fleet-wide level against a real redis-server and a real
+# ActiveSupport::Cache::RedisCacheStore. Each "process" is a signer with its
+# own local cache and its own store connection; the forked specs use real
+# processes.
+RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
+  let(:redis) { RedisServer.shared }
+  let(:bucket) { "gitlab-uploads" }
+  let(:object) { "@hashed/6b/86/secret-report.pdf" }
+
+  before do
+    redis.client.flushdb
+    emulator.client.put_object(bucket, object, "pdf")
+  end
+
+  # A signer as one Puma process would have it: its own local cache and its
+  # own connection to the shared Redis.
+  def process_signer(**options)
+    keyless_signer(shared_cache: described_class.new(redis.cache_store, **options.slice(:wait, :breaker_seconds)),
+                   **options.except(:wait, :breaker_seconds))
+  end
+
+  def sign_blob_calls
+    emulator.stats["sign_blob_calls"]
+  end
+
+  def download(signer, expires_in: 600, name: object, **request)
+    signer.signed_url(bucket: bucket, object: name, expires_in: expires_in,
+                      query: { "response-content-disposition" => "attachment" }, **request)
+  end
+
+  it "gives a second process the first one's URL with no signBlob call" do
+    first = process_signer
+    second = process_signer
+    url = download(first)
+    expect(sign_blob_calls).to eq(1)
+
+    expect(download(second)).to eq(url)
+    expect(sign_blob_calls).to eq(1)
+    expect(second.stats).to include(shared_hits: 1, sign_blob_calls: 0, misses: 0)
+    # ...and keeps it: the next call is a local hit, Redis is not asked.
+    expect(download(second)).to eq(url)
+    expect(second.stats).to include(hits: 1, shared_hits: 1)
+    expect(gcs(url).code).to eq("200")
+  end
+
+  it "shares V2 URLs (fog's format) the same way" do
+    first = process_signer
+    url = download(first, version: :v2)
+    expect(download(process_signer, version: :v2)).to eq(url)
+    expect(sign_blob_calls).to eq(1)
+    expect(gcs(url).code).to eq("200")
+  end
+
+  it "keeps the window rule across processes: a URL is reused only if X <= x <= X + E" do
+    clock = GitlabGcsSigner::Native::ManualClock.new(Time.now.to_i)
+    first = process_signer(clock: clock)
+    url = download(first) # x = t + 600 + 60
+    expect(sign_blob_calls).to eq(1)
+
+    clock.advance(30) # X = t + 630 <= x: reused
+    expect(download(process_signer(clock: clock))).to eq(url)
+    expect(sign_blob_calls).to eq(1)
+
+    # A different lifetime: x > X + E for a 60 s link, so it is signed anew.
+    expect(download(process_signer(clock: clock), expires_in: 60)).not_to eq(url)
+    expect(sign_blob_calls).to eq(2)
+
+    clock.advance(31) # X = t + 661 > x: too short-lived now
+    late = process_signer(clock: clock)
+    expect(download(late)).not_to eq(url)
+    expect(sign_blob_calls).to eq(3)
+    expect(late.stats).to include(shared_hits: 0, shared_stale: 1, shared_rejected: 0)
+  end
+
+  it "never serves a URL signed for another request, even under the same key" do
+    first = process_signer
+    url = download(first)
+    key = redis.client.keys("*").grep_v(/:lock\z/).first
+    entry = JSON.parse(redis.client.get(key))
+
+    other_object = download(process_signer, name: "other.pdf")
+    forged = [
+      entry.merge("url" => other_object),
+      entry.merge("expires_at" => entry["expires_at"] - 1),
+      entry.merge("url" => url.sub("attachment", "inline")),
+      entry.merge("url" => 42),
+      "not json"
+    ]
+    calls = sign_blob_calls
+    forged.each do |value|
+      redis.client.set(key, value.is_a?(String) ? value : JSON.generate(value))
+      signer = process_signer
+      expect(gcs(download(signer)).code).to eq("200")
+      expect(signer.stats).to include(shared_hits: 0, shared_rejected: 1, sign_blob_calls: 1)
+    end
+    expect(sign_blob_calls).to eq(calls + forged.size)
+  end
+
+  it "hashes keys, so no object name reaches Redis's key space, and sets a TTL on every entry" do
+    url = download(process_signer, expires_in: 600)
+    keys = redis.client.keys("*")
+    expect(keys).to contain_exactly(match(/\Agitlab_gcs_signer:v1:\{\h{64}\}\z/))
+    expect(keys.join).not_to include("secret")
+    expect(keys.join).not_to include(bucket)
+    # The value is the bearer URL itself (README: the trust assumption).
+    expect(JSON.parse(redis.client.get(keys.first))).to include("url" => url, "sign_blob" => true)
+    # x = X + E with X = ceil(now + 600) and E = 60, counted from the whole second.
+    ttl = redis.client.ttl(keys.first)
+    expect(ttl).to be_between(600, 661)
+  end
+
+  it "keeps signBlob URLs in Redis for 12 hours at most, however long they live" do
+    download(process_signer, expires_in: 3 * 86_400)
+    ttl = redis.client.ttl(redis.client.keys("*").first)
+    expect(ttl).to be_between((12 * 3600) - 5, 12 * 3600)
+  end
+
+  it "lets entries expire in Redis on their own" do
+    download(process_signer, expires_in: 1)
+    expect(redis.client.keys("*").size).to eq(1)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 5
+    sleep 0.1 until redis.client.keys("*").empty? || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+    expect(redis.client.keys("*")).to be_empty
+  end
+
+  it "leaves local-key signers alone: signing locally is cheaper than a round trip" do
+    signer = key_signer(shared_cache: described_class.new(redis.cache_store))
+    expect(download(signer)).to start_with("https://storage.googleapis.com/")
+    expect(redis.client.keys("*")).to be_empty
+    expect(signer.stats).to include(shared_misses: 0, local_signatures: 1)
+  end
+
+  it "rejects configurations that cannot work" do
+    expect { keyless_signer(cache: false, shared_cache: redis.cache_store) }
+      .to raise_error(ArgumentError, /needs the local cache/)
+    expect { keyless_signer(shared_cache: Object.new) }.to raise_error(ArgumentError, /ActiveSupport::Cache::Store/)
+    expect { described_class.new(redis.cache_store, wait: 0) }.to raise_error(ArgumentError, /wait/)
+    expect { keyless_signer(timeout: 1, shared_cache: described_class.new(redis.cache_store, wait: 1)) }
+      .to raise_error(ArgumentError, /less than timeout/)
+    expect { described_class.new(redis.cache_store, ttl: 5) }.to raise_error(ArgumentError, /unknown shared_cache option/)
+  end
+
+  it "signs once for many threads of one process that miss together" do
+    emulator.configure("iam" => { "latency_ms" => 100 })
+    signer = process_signer
+    urls = Array.new(8) { Thread.new { download(signer) } }.map(&:value)
+    expect(urls.uniq.size).to eq(1)
+    expect(sign_blob_calls).to eq(1)
+  end
+
+  describe "across forked processes" do
+    # Children block on a pipe until the parent closes it, then all miss the
+    # same key at once; each reports its URL and stats as one JSON line.
+    def race(children, shared:)
+      gate_r, gate_w = IO.pipe
+      out_r, out_w = IO.pipe
+      pids = Array.new(children) do
+        fork do
+          gate_w.close
+          out_r.close
+          signer = shared ? process_signer : keyless_signer
+          gate_r.read
+          url = download(signer)
+          out_w.puts(JSON.generate("url" => url, "stats" => signer.stats))
+          out_w.close
+          exit!(0)
+        rescue Exception => e # rubocop:disable Lint/RescueException
+          out_w.puts(JSON.generate("error" => "#{e.class}: #{e.message}"))
+          exit!(1)
+        end
+      end
+      gate_r.close
+      out_w.close
+      sleep 0.3 # let every child reach the gate
+      gate_w.close
+      results = out_r.each_line.map { |line| JSON.parse(line) }
+      pids.each { |pid| Process.wait(pid) }
+      results
+    ensure
+      [gate_r, gate_w, out_r, out_w].each { |io| io.close unless io.closed? }
+    end
+
+    before { emulator.configure("iam" => { "latency_ms" => 150 }) }
+
+    it "signs once for many processes that miss together, and every URL verifies" do
+      results = race(6, shared: true)
+      expect(results.map { |r| r["error"] }.compact).to be_empty
+      # One in the common case; on a loaded machine a child may give up
+      # waiting (SharedCache wait:, 1 s) and sign for itself.
+      expect(sign_blob_calls).to be_between(1, 2)
+      expect(results.sum { |r| r["stats"]["shared_waits"] + r["stats"]["shared_hits"] }).to be >= 4
+      results.map { |r| r["url"] }.uniq.each { |url| expect(gcs(url).code).to eq("200") }
+    end
+
+    it "keeps working in a child forked after the store was used (Puma's preload)" do
+      signer = process_signer
+      download(signer)
+      pid = fork do
+        download(signer, name: "child.pdf")
+        exit!(signer.stats[:shared_errors].zero? ? 0 : 1)
+      end
+      Process.wait(pid)
+      expect($CHILD_STATUS.exitstatus).to eq(0)
+      expect(redis.client.keys("*").size).to eq(2)
+      expect(download(process_signer, name: "child.pdf")).to start_with("https://")
+      expect(sign_blob_calls).to eq(2)
+    end
+
+    it "signs once per process without the shared level (the baseline)" do
+      results = race(6, shared: false)
+      expect(results.map { |r| r["error"] }.compact).to be_empty
+      expect(sign_blob_calls).to eq(6)
+    end
+  end
+
+  describe "when Redis fails" do
+    let(:redis) { RedisServer.new.start }
+
+    after { redis.stop }
+
+    def timed
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      [yield, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started]
+    end
+
+    it "keeps signing through an outage, skips Redis while the breaker is open, and recovers" do
+      signer = process_signer(breaker_seconds: 1.0, timeout: 5)
+      objects = Array.new(12) { |i| "outage/#{i}.bin" }
+      objects.each { |name| emulator.client.put_object(bucket, name, "x") }
+      expect(gcs(download(signer, name: objects[0])).code).to eq("200")
+      expect(signer.stats[:shared_writes]).to eq(1)
+
+      redis.stop
+      timed = objects[1..10].map { |name| timed { download(signer, name: name) } }
+      timed.each { |url, _| expect(gcs(url).code).to eq("200") }
+      expect(timed.map(&:last).max).to be < 5 # the signer's deadline
+      stats = signer.stats
+      expect(stats).to include(shared_breaker_opens: 1, shared_breaker_open: 1)
+      # After the first failure the level is skipped: no per-call store timeouts.
+      expect(stats[:shared_skipped]).to be >= 8
+
+      redis.start
+      sleep 1.1
+      download(signer, name: objects[11])
+      download(signer, name: objects[11], version: :v2)
+      expect(signer.stats[:shared_writes]).to be >= 2
+      expect(redis.client.keys("*").size).to be >= 1
+    end
+
+    it "treats a hung Redis (no answers) like a dead one" do
+      signer = process_signer(breaker_seconds: 30, timeout: 5)
+      Process.kill("STOP", redis.pid)
+      begin
+        timed = Array.new(5) { |i| timed { download(signer, name: "hung/#{i}") } }
+        expect(timed.map(&:first).uniq.size).to eq(5)
+        expect(timed.map(&:last).max).to be < 5 # the signer's deadline
+        expect(signer.stats).to include(shared_breaker_opens: 1, shared_breaker_open: 1)
+        expect(signer.stats[:shared_skipped]).to be >= 4
+      ensure
+        Process.kill("CONT", redis.pid)
+      end
+    end
+  end
+end
