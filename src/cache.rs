@@ -143,13 +143,16 @@ impl Leader {
     }
 }
 
+/// Collects the keys quick_cache drops during one insert. quick_cache also
+/// reports the value an insert *replaces* through `on_evict`; a newer URL for
+/// the same key is not an eviction, so [`UrlCache::insert`] tells them apart.
 #[derive(Clone)]
-struct Evictions(Arc<Stats>);
+struct Evictions;
 
 impl quick_cache::Lifecycle<String, Arc<Entry>> for Evictions {
-    type RequestState = ();
-    fn on_evict(&self, _: &mut (), _: String, _: Arc<Entry>) {
-        Stats::incr(&self.0.evictions);
+    type RequestState = Vec<String>;
+    fn on_evict(&self, dropped: &mut Vec<String>, key: String, _: Arc<Entry>) {
+        dropped.push(key);
     }
 }
 
@@ -200,7 +203,7 @@ impl UrlCache {
                 options,
                 quick_cache::UnitWeighter,
                 quick_cache::DefaultHashBuilder::default(),
-                Evictions(stats.clone()),
+                Evictions,
             ),
             flights: Mutex::new(Flights::default()),
             stats,
@@ -249,7 +252,15 @@ impl UrlCache {
     }
 
     pub fn insert(&self, key: String, entry: Arc<Entry>) {
-        self.entries.insert(key, entry);
+        let mut dropped = Vec::new();
+        self.entries
+            .insert_with_lifecycle(key.clone(), entry, &mut dropped);
+        let evicted = dropped.iter().filter(|k| **k != key).count();
+        if evicted > 0 {
+            self.stats
+                .evictions
+                .fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Drops every entry no request can use any more.
@@ -394,6 +405,16 @@ mod tests {
         }
         assert!(c.len() <= 1000, "{}", c.len());
         assert!(Stats::get(&c.stats.evictions) >= 99_000);
+    }
+
+    #[test]
+    fn a_newer_url_for_the_same_key_is_not_an_eviction() {
+        let c = cache(0.1, 300, 1000);
+        c.insert("k".into(), entry(660, 0, false));
+        c.insert("k".into(), entry(721, 61, false));
+        assert_eq!(c.len(), 1);
+        assert_eq!(Stats::get(&c.stats.evictions), 0);
+        assert_eq!(c.lookup("k", &c.want(61, 661)).unwrap().expires_at, 721);
     }
 
     #[test]
