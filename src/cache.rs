@@ -238,11 +238,11 @@ impl UrlCache {
     /// The range of expiries a request for `lifetime` seconds, needing a URL
     /// valid until `at_least`, accepts.
     pub fn want(&self, now: i64, at_least: i64) -> Want {
-        let lifetime = at_least - now;
+        let lifetime = at_least.saturating_sub(now);
         Want {
             now,
             at_least,
-            at_most: at_least + self.config.extension_for(lifetime),
+            at_most: at_least.saturating_add(self.config.extension_for(lifetime)),
         }
     }
 

@@ -305,7 +305,9 @@ impl IamSigner {
 
     async fn sign_inner(&self, payload: &[u8], deadline: Instant) -> Result<Vec<u8>> {
         let email = self.email_inner().await?;
-        let _permit = self.guard.admit(deadline, &self.stats).await?;
+        // Shared with each attempt's request task (see `post`), so that a call
+        // abandoned at its deadline keeps its slot until its request is over.
+        let permit = Arc::new(self.guard.admit(deadline, &self.stats).await?);
         let body = request_body(payload, &self.config.delegates);
         let url = format!(
             "{}/v1/projects/-/serviceAccounts/{}:signBlob",
@@ -321,7 +323,7 @@ impl IamSigner {
             deadline,
             Backoff::default(),
             || {
-                let (url, body, email) = (&url, &body, &email);
+                let (url, body, email, permit) = (&url, &body, &email, &permit);
                 let (refreshed, throttled) = (&refreshed, &throttled);
                 async move {
                     if let Err(e) = self.guard.wait_cooldown(deadline).await {
@@ -334,7 +336,7 @@ impl IamSigner {
                         Ok(t) => t,
                         Err(e) => return Ok(Err(e)),
                     };
-                    let (status, text) = self.post(url, body, &token, email).await?;
+                    let (status, text) = self.post(url, body, &token, email, permit).await?;
                     if status == 401 && !refreshed.swap(true, Ordering::SeqCst) {
                         // The token may have been revoked or rotated before
                         // its expiry: fetch a new one and try once more.
@@ -346,7 +348,7 @@ impl IamSigner {
                         if let Err(e) = self.guard.take(deadline, &self.stats, throttled).await {
                             return Ok(Err(e));
                         }
-                        let (status, text) = self.post(url, body, &token, email).await?;
+                        let (status, text) = self.post(url, body, &token, email, permit).await?;
                         return interpret(status, &text, email).map(Ok);
                     }
                     interpret(status, &text, email).map(Ok)
@@ -364,12 +366,19 @@ impl IamSigner {
         outcome?
     }
 
+    /// One signBlob request. It runs as its own task holding a share of the
+    /// call's in-flight permit: when the caller gives up (deadline, Ruby
+    /// interrupt) the request is not cut off mid-flight but finishes (or hits
+    /// ATTEMPT_TIMEOUT) in the background, so IAM never sees more than
+    /// `max_in_flight` requests from this process, abandoned ones included
+    /// (bench/faults.rb, "64 threads, in-flight bound 8").
     async fn post(
         &self,
         url: &str,
         body: &str,
         token: &AccessToken,
         email: &str,
+        permit: &Arc<OwnedSemaphorePermit>,
     ) -> Result<(u16, String)> {
         let client = runtime::http()?;
         Stats::incr(&self.stats.sign_blob_calls);
@@ -383,20 +392,27 @@ impl IamSigner {
                 ),
             )
         };
-        let resp = client
+        let request = client
             .post(url)
             .bearer_auth(&token.value)
             .header("content-type", "application/json")
             .body(body.to_string())
             // The call's deadline is enforced around the whole call (and
             // reported as Timeout); this only cuts one hung attempt short.
-            .timeout(attempt_timeout(self.config.timeout))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(unavailable)?;
-        Ok((status, text))
+            .timeout(attempt_timeout(self.config.timeout));
+        let slot = permit.clone();
+        let exchange = tokio::spawn(async move {
+            let _slot = slot;
+            let resp = request.send().await?;
+            let status = resp.status().as_u16();
+            Ok::<_, reqwest::Error>((status, resp.text().await?))
+        });
+        match exchange.await {
+            Ok(answer) => answer.map_err(unavailable),
+            Err(e) => Err(Error::internal(format!(
+                "the signBlob request task for {email} failed: {e}"
+            ))),
+        }
     }
 }
 

@@ -88,7 +88,7 @@ impl UrlRequest {
         {
             return Err(Error::invalid(format!(
                 "bucket {:?} is not a valid bucket name (no slashes, spaces or control characters)",
-                self.bucket
+                shown(&self.bucket)
             )));
         }
         // An empty object names the bucket itself; only V4 signs that.
@@ -107,20 +107,42 @@ impl UrlRequest {
                 "object name contains a carriage return or line feed, which Cloud Storage forbids",
             ));
         }
-        if self.method.is_empty() || !self.method.bytes().all(|b| b.is_ascii_uppercase()) {
+        if self.method.is_empty()
+            || self.method.len() > MAX_METHOD_LEN
+            || !self.method.bytes().all(|b| b.is_ascii_uppercase())
+        {
             return Err(Error::invalid(format!(
                 "method {:?} is not an upper-case HTTP verb such as GET, PUT, DELETE or HEAD",
-                self.method
+                shown(&self.method)
             )));
         }
         if self.scheme != "https" && self.scheme != "http" {
             return Err(Error::invalid(format!(
                 "scheme {:?} is not \"https\" or \"http\"",
-                self.scheme
+                shown(&self.scheme)
             )));
         }
         if let Some(host) = &self.host {
             validate_host("host", host)?;
+        }
+        if self.style == UrlStyle::VirtualHosted
+            && !self
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            // The bucket becomes part of the host name, unencoded.
+            return Err(Error::invalid(format!(
+                "bucket {:?} cannot be a host name for a virtual-hosted URL; use url_style: :path",
+                shown(&self.bucket)
+            )));
+        }
+        if self.style == UrlStyle::VirtualHosted && self.host().starts_with('[') {
+            // `bucket.[::1]:443` is no host name (found by tests/url_properties.rs).
+            return Err(Error::invalid(
+                "virtual-hosted URLs put the bucket in front of the host name, which an IPv6 \
+                 address cannot take; use url_style: :path",
+            ));
         }
         if let UrlStyle::BucketBound(h) = &self.style {
             validate_host("bucket_bound_hostname", h)?;
@@ -128,12 +150,14 @@ impl UrlRequest {
         for (k, v) in &self.headers {
             if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
                 return Err(Error::invalid(format!(
-                    "header name {k:?} is not a valid HTTP header name"
+                    "header name {:?} is not a valid HTTP header name",
+                    shown(k)
                 )));
             }
             if v.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
                 return Err(Error::invalid(format!(
-                    "header {k:?} has a value with a line break or NUL byte"
+                    "header {:?} has a value with a line break or NUL byte",
+                    shown(k)
                 )));
             }
         }
@@ -198,6 +222,19 @@ impl UrlRequest {
     }
 }
 
+/// Longer than any HTTP verb (`RESUMABLE` is the longest this gem signs).
+const MAX_METHOD_LEN: usize = 32;
+
+/// A caller's value as quoted in an error message: cut to its first 100
+/// characters, so that a 10 MB argument does not become a 10 MB message.
+pub(crate) fn shown(value: &str) -> String {
+    const MAX: usize = 100;
+    match value.char_indices().nth(MAX) {
+        None => value.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 fn validate_host(what: &str, host: &str) -> Result<()> {
     let ok = !host.is_empty()
         && host.len() <= 255
@@ -208,7 +245,8 @@ fn validate_host(what: &str, host: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "{what} {host:?} is not a host name with an optional port (e.g. \"storage.googleapis.com\" or \"127.0.0.1:8080\")"
+            "{what} {:?} is not a host name with an optional port (e.g. \"storage.googleapis.com\" or \"127.0.0.1:8080\")",
+            shown(host)
         )))
     }
 }

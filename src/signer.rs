@@ -257,7 +257,9 @@ impl UrlSigner {
         };
         // Round up: the URL must be valid at least until the time asked for.
         let mut at_least = until.ceil() as i64;
-        let lifetime = at_least - now;
+        // Saturating: an absurd expiry (1e300 s) against an extreme
+        // timestamp must be refused below, not overflow (tests/url_properties.rs).
+        let lifetime = at_least.saturating_sub(now);
         if req.version == Version::V4 {
             if lifetime > V4_MAX_EXPIRES + 1 {
                 return Err(Error::invalid(format!(

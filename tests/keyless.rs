@@ -407,6 +407,45 @@ fn a_slow_iam_ends_in_timeout_naming_the_option() {
 }
 
 #[test]
+fn an_abandoned_call_keeps_its_in_flight_slot_until_its_request_ends() {
+    // One slot, IAM takes 1 s: a caller that gives up at 300 ms must not
+    // hand its slot to the next caller while its request is still at IAM,
+    // or IAM would see two requests from a process allowed one.
+    let mock = google(EMAIL, |req, _| sign_ok(req).after(Duration::from_secs(1)));
+    let opts = |ms| CredentialOptions {
+        timeout: Duration::from_millis(ms),
+        quota: gcs_signer::iam::QuotaConfig {
+            max_per_minute: 6000,
+            max_in_flight: 1,
+        },
+        ..Default::default()
+    };
+    let (s, _) = signer_with(&mock, opts(300));
+    let started = Instant::now();
+    assert_eq!(
+        sign(s.as_ref(), b"a").unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
+    // Same signer, same guard: the slot is still taken, so this call gives
+    // up at its own deadline without sending anything.
+    let e = sign(s.as_ref(), b"b").unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Quota | ErrorKind::Timeout),
+        "{e:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(950));
+    assert_eq!(mock.count(SIGN_PATH), 1, "the second caller must not send");
+    // Once the first request is over, the slot is free: the next call sends
+    // (and times out on the slow IAM, which is not the point here).
+    std::thread::sleep(Duration::from_millis(1200).saturating_sub(started.elapsed()));
+    assert_eq!(
+        sign(s.as_ref(), b"c").unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
+    assert_eq!(mock.count(SIGN_PATH), 2);
+}
+
+#[test]
 fn cancel_interrupts_a_waiting_sign() {
     let mock = google(EMAIL, |req, _| sign_ok(req).after(Duration::from_secs(5)));
     let (s, _) = signer(&mock);

@@ -15,7 +15,8 @@
 #   emulator.configure("iam" => { "latency_ms" => 50 }); emulator.stats; emulator.reset!; emulator.stop
 #
 # Control API (JSON): GET /_emulator/stats, GET|POST /_emulator/config, POST /_emulator/reset,
-# POST /_emulator/revoke_tokens, GET /_emulator/objects, GET|PUT /_emulator/objects/BUCKET/NAME.
+# POST /_emulator/revoke_tokens, GET /_emulator/tokens (issued token values, for leak scans),
+# GET /_emulator/objects, GET|PUT /_emulator/objects/BUCKET/NAME.
 # Settings: email token_lifetime default_scopes honour_scopes_param (false: GCE, ?scopes= ignored)
 # deny_sign_blob api_disabled now_override (also the Date header of every answer) seed revoke_tokens. Faults, per service ("metadata" /
 # "iam" / "gcs" => {...}) or top level for all three: latency_ms cold_start_ms rate_429 rate_503

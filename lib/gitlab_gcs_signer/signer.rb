@@ -187,9 +187,12 @@ module GitlabGcsSigner
     def string(value, name)
       raise ArgumentError, "#{name} must be a String, got #{value.class}" unless value.is_a?(String)
       raise ArgumentError, "#{name} is not valid #{value.encoding}" unless value.valid_encoding?
-      raise ArgumentError, "#{name} contains a NUL byte" if value.include?("\0")
 
-      value.encoding == Encoding::UTF_8 ? value : value.encode(Encoding::UTF_8)
+      # Converted before the NUL check: include?("\0") on UTF-16 text raises.
+      text = value.encoding == Encoding::UTF_8 ? value : value.encode(Encoding::UTF_8)
+      raise ArgumentError, "#{name} contains a NUL byte" if text.include?("\0")
+
+      text
     rescue EncodingError => e
       raise ArgumentError, "#{name} cannot be converted to UTF-8 (#{e.class})"
     end

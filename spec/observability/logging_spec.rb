@@ -42,6 +42,10 @@ RSpec.describe "GitlabGcsSigner.logger", :emulator do
   end
 
   it "logs a metadata server retry" do
+    # The token is shared process-wide (and held by any signer an earlier
+    # example left installed, e.g. the fog shim's): revoking it makes this
+    # call fetch a new one from the metadata server whatever ran before.
+    emulator.revoke_tokens!
     emulator.configure("metadata" => { "fail_next" => [503] })
     sign(keyless_signer)
     expect(log).to match(/^WARN gitlab-gcs-signer: metadata server: retrying in .* after unavailable: HTTP 503/)

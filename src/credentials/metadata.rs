@@ -238,6 +238,22 @@ impl MetadataClient {
             .send()
             .await
             .map_err(|e| {
+                if no_route(&e) {
+                    // No route to the address at all: not on GCE/GKE (or no
+                    // network). Retrying cannot help, so say so at once
+                    // instead of waiting out the caller's deadline.
+                    return Error::new(
+                        ErrorKind::Metadata,
+                        format!(
+                            "cannot reach the metadata server at {}: {} ({}). Outside GCE/GKE, \
+                             pass `credentials:` (a key file or an impersonated_service_account \
+                             file); with an emulator, set `metadata_host:` or GCE_METADATA_HOST",
+                            self.host,
+                            path,
+                            describe(&e)
+                        ),
+                    );
+                }
                 let kind = if retry::is_retryable_transport(&e) {
                     ErrorKind::Unavailable
                 } else {
@@ -320,6 +336,26 @@ fn unmapped_workload_identity(email: &str) -> Error {
              or pass the Google service account as `service_account_email:`"
         ),
     )
+}
+
+/// ENETUNREACH / EHOSTUNREACH somewhere in the error chain: the kernel has
+/// no route to the metadata address (a machine outside Google Cloud, or a
+/// network namespace with only loopback), unlike a refused or slow
+/// connection, which a metadata server that is starting up can cause.
+fn no_route(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable
+            ) {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// reqwest's error text without the chain of sources that may repeat it.

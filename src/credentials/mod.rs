@@ -86,8 +86,11 @@ pub fn discover_with(
     env: &dyn Env,
 ) -> Result<Arc<dyn BlobSigner>> {
     if let Some(c) = opts.credentials.as_deref().filter(|c| !c.trim().is_empty()) {
-        if c.trim_start().starts_with('{') {
-            return from_json(c, "the `credentials:` JSON", opts, stats, env);
+        // A byte-order mark (a key file saved by a Windows editor) is not
+        // whitespace to trim_start, but it is still JSON text, not a path.
+        let text = c.trim_start_matches('\u{feff}');
+        if text.trim_start().starts_with('{') {
+            return from_json(text, "the `credentials:` JSON", opts, stats, env);
         }
         return from_file(c, "the `credentials:` option", opts, stats, env);
     }
@@ -177,6 +180,19 @@ fn from_file(
     env: &dyn Env,
 ) -> Result<Arc<dyn BlobSigner>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
+        if !looks_like_path(path) {
+            // Not a path but mangled JSON (or a PEM key) given as a path:
+            // quoting it would print the private key.
+            return Error::new(
+                ErrorKind::Credentials,
+                format!(
+                    "{via} is neither JSON text starting with '{{' nor a readable file path \
+                     ({} bytes, not shown: it may hold a key); pass the path of a service account \
+                     key file, its JSON text, or a Hash",
+                    path.len()
+                ),
+            );
+        }
         Error::new(
             ErrorKind::Credentials,
             format!("cannot read the credentials file {path} (from {via}): {e}"),
@@ -184,6 +200,14 @@ fn from_file(
     })?;
     let origin = format!("the credentials file {path} (from {via})");
     from_json(&text, &origin, opts, stats, env)
+}
+
+/// Short, one line, no JSON or PEM markers: safe to quote in a message.
+fn looks_like_path(path: &str) -> bool {
+    path.len() <= 4096
+        && !path.chars().any(char::is_control)
+        && !path.contains('{')
+        && !path.contains("-----")
 }
 
 /// `origin` names where the JSON came from; the JSON itself (which may hold
@@ -387,6 +411,39 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Credentials);
         assert!(err.message().contains("/nonexistent/creds.json"));
         assert!(err.message().contains("GOOGLE_APPLICATION_CREDENTIALS"));
+    }
+
+    #[test]
+    fn credentials_that_are_neither_json_nor_a_path_are_not_quoted() {
+        const KEY: &str =
+            include_str!("../../spec/fixtures/conformance/test_service_account.not-a-test.json");
+        let pem_line = KEY.split("\\n").nth(1).unwrap();
+        let pem = KEY
+            .split('"')
+            .find(|f| f.starts_with("-----BEGIN"))
+            .unwrap();
+        // A BOM before the JSON is still JSON.
+        let opts = CredentialOptions {
+            credentials: Some(format!("\u{feff}{KEY}")),
+            ..Default::default()
+        };
+        assert!(!discover_in(&opts, &env(&[])).unwrap().uses_sign_blob());
+        // Mangled JSON and bare PEM are refused without being echoed.
+        for mangled in [
+            format!("[{KEY}]"),
+            KEY.replace('{', "("),
+            pem.to_string(),
+            pem.replace("\\n", "\n"),
+        ] {
+            let opts = CredentialOptions {
+                credentials: Some(mangled),
+                ..Default::default()
+            };
+            let err = discover_in(&opts, &env(&[])).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Credentials);
+            assert!(!err.message().contains(pem_line), "{}", err.message());
+            assert!(err.message().contains("neither JSON"), "{}", err.message());
+        }
     }
 
     #[test]

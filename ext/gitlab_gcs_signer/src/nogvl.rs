@@ -97,3 +97,73 @@ where
         Err(panic) => Err(errors::panic_to_ruby(ruby, panic)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use magnus::ExceptionClass;
+
+    /// A panic anywhere in the core, with or without the GVL, reaches Ruby
+    /// as `GitlabGcsSigner::InternalError` and the process goes on. The
+    /// production code has no hook to make the core panic, so the closures
+    /// here panic themselves: the boundary is what is under test.
+    #[test]
+    fn panics_become_internal_errors_and_ruby_goes_on() {
+        // SAFETY: the only test in this crate that starts Ruby; it does so
+        // once, and uses Ruby on this thread only.
+        let cleanup = unsafe { magnus::embed::init() };
+        let ruby: &Ruby = &cleanup;
+        let _: magnus::Value = ruby
+            .eval(include_str!("../../../lib/gitlab_gcs_signer/errors.rb"))
+            .unwrap();
+        let class = |name: &str| -> ExceptionClass {
+            ruby.eval(&format!("GitlabGcsSigner::{name}")).unwrap()
+        };
+        // The default hook would print each expected panic; keep the output clean.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+
+        let err = guarded(ruby, || -> Result<(), CoreError> {
+            panic!("boom with the GVL held")
+        })
+        .unwrap_err();
+        assert!(err.is_kind_of(class("InternalError")), "{err}");
+        assert!(err.to_string().contains("boom with the GVL held"), "{err}");
+        assert!(err.to_string().contains("please report it"), "{err}");
+
+        let err = without_gvl(ruby, |_cancel| -> Result<(), CoreError> {
+            let v: Vec<u8> = Vec::new();
+            // An out-of-bounds index: a real bug, as a panic would come.
+            let i = v.len() + 3;
+            let byte = v[i];
+            Err(CoreError::new(
+                ErrorKind::Internal,
+                format!("unreachable {byte}"),
+            ))
+        })
+        .unwrap_err();
+        assert!(err.is_kind_of(class("InternalError")), "{err}");
+        assert!(err.to_string().contains("index out of bounds"), "{err}");
+        assert!(err.is_kind_of(class("Error")));
+
+        let err = without_gvl(ruby, |_cancel| -> Result<(), CoreError> {
+            std::panic::panic_any(42_u32)
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown panic"), "{err}");
+        std::panic::set_hook(hook);
+
+        // Results and core errors still pass through, and Ruby still runs.
+        assert_eq!(
+            without_gvl(ruby, |_cancel| Ok::<_, CoreError>(7)).unwrap(),
+            7
+        );
+        let err = guarded(ruby, || -> Result<(), CoreError> {
+            Err(CoreError::new(ErrorKind::Timeout, "slow"))
+        })
+        .unwrap_err();
+        assert!(err.is_kind_of(class("TimeoutError")), "{err}");
+        let sum: i64 = ruby.eval("[1, 2, 3].sum").unwrap();
+        assert_eq!(sum, 6);
+    }
+}

@@ -39,6 +39,11 @@ module GitlabGcsSigner
         get_json("objects")
       end
 
+      # Every access token the metadata endpoint issued (values), for secret-leak checks.
+      def tokens
+        get_json("tokens").fetch("tokens")
+      end
+
       # Stores an object directly (no signed URL), e.g. for a download demo.
       def put_object(bucket, name, body, content_type: "application/octet-stream")
         path = "objects/#{bucket}/#{name.b.gsub(%r{[^A-Za-z0-9\-._~/]}n) { |c| format('%%%02X', c.ord) }}"
@@ -153,6 +158,10 @@ module GitlabGcsSigner
 
       def revoke_tokens!
         @client.revoke_tokens!
+      end
+
+      def tokens
+        @client.tokens
       end
 
       def running?

@@ -34,6 +34,11 @@ module GitlabGcsSigner
         [:ok, token.scopes]
       end
 
+      # Every token value still held (issued and not pruned), for secret-leak scans in specs.
+      def values
+        @mutex.synchronize { @tokens.keys }
+      end
+
       def revoke_all
         @mutex.synchronize { @tokens.each_value { |token| token.revoked = true } }
       end
