@@ -305,11 +305,11 @@ impl UrlSigner {
     }
 
     /// The cached URL for a plan, if one serves it. Never blocks on I/O.
-    pub fn try_cached(&self, plan: &Plan) -> Option<String> {
+    pub fn try_cached(&self, plan: &Plan) -> Option<Arc<Entry>> {
         let cache = self.inner.cache.as_ref().filter(|_| plan.cacheable)?;
         let entry = cache.lookup(&plan.key, &plan.want)?;
         Stats::incr(&self.inner.stats.hits);
-        Some(entry.url.clone())
+        Some(entry)
     }
 
     /// Signs a plan that [`UrlSigner::try_cached`] did not answer. Blocks
@@ -414,7 +414,7 @@ impl UrlSigner {
     ) -> Result<String> {
         let plan = self.plan(req, expiry, timestamp)?;
         match self.try_cached(&plan) {
-            Some(url) => Ok(url),
+            Some(entry) => Ok(entry.url.clone()),
             None => self.sign_planned(plan, cancel),
         }
     }
@@ -689,7 +689,10 @@ mod tests {
             let plan_b = b.plan(r.clone(), Expiry::In(600.0), None).unwrap();
             assert!(b.try_cached(&plan_b).is_none());
             assert_eq!(adopt_entry(&b, &plan_b, &e), Adoption::Taken);
-            assert_eq!(b.try_cached(&plan_b).as_deref(), Some(e.url.as_str()));
+            assert_eq!(
+                b.try_cached(&plan_b).map(|h| h.url.clone()),
+                Some(e.url.clone())
+            );
 
             // a request for a shorter life would get a URL that outlives it too long
             let short = b.plan(r.clone(), Expiry::In(60.0), None).unwrap();

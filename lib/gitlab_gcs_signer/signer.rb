@@ -17,6 +17,13 @@ module GitlabGcsSigner
     VERSIONS = %i[v2 v4].freeze
     URL_STYLES = %i[path virtual_hosted bucket_bound_hostname].freeze
 
+    # Frozen native names for the common spellings, so a cache hit allocates
+    # nothing to convert them (bench/hit_cost.rb); anything else takes the
+    # checked path.
+    NAMES = (VERSIONS + URL_STYLES).flat_map { |n| [[n, n.to_s.freeze], [n.to_s.freeze, n.to_s.freeze]] }.to_h.freeze
+    VERBS = %w[GET HEAD PUT POST DELETE PATCH OPTIONS RESUMABLE]
+            .flat_map { |v| [[v, v], [v.downcase, v], [v.to_sym, v], [v.downcase.to_sym, v]] }.to_h.freeze
+
     # shared_cache: the GitlabGcsSigner::SharedCache in use, or nil.
     attr_reader :identity, :shared_cache
 
@@ -105,21 +112,23 @@ module GitlabGcsSigner
         raise ArgumentError, "give exactly one of expires_in: (seconds) or expires_at: (a Time)"
       end
 
+      # Strings and the header/query Hashes are checked (type, UTF-8, NUL)
+      # by the native side, where it is cheaper on the cache-hit path.
       [
-        symbol(version, :version, VERSIONS),
-        verb(method),
-        string(bucket, :bucket),
+        NAMES[version] || symbol(version, :version, VERSIONS),
+        VERBS[method] || verb(method),
+        bucket,
         object_arg(object),
-        pairs(headers, :headers),
-        pairs(query, :query),
-        string(scheme, :scheme),
-        optional_string(host, :host),
-        symbol(url_style, :url_style, URL_STYLES),
-        optional_string(bucket_bound_hostname, :bucket_bound_hostname),
-        optional_string(v2_path, :v2_path),
+        hash_arg(headers, :headers),
+        hash_arg(query, :query),
+        scheme,
+        host,
+        NAMES[url_style] || symbol(url_style, :url_style, URL_STYLES),
+        bucket_bound_hostname,
+        v2_path,
         expires_in && number(expires_in, :expires_in).to_f,
         expires_at && epoch(expires_at, :expires_at),
-        timestamp && epoch(timestamp, :timestamp).floor
+        timestamp && (timestamp.is_a?(Time) ? timestamp.to_i : epoch(timestamp, :timestamp).floor)
       ]
     end
 
@@ -147,14 +156,6 @@ module GitlabGcsSigner
       [number(opts[:extension_ratio], :extension_ratio).to_f,
        integer(opts[:max_extension], :max_extension, 0..86_400),
        integer(opts[:max_entries], :max_entries, 1..100_000_000)]
-    end
-
-    # nil names the bucket itself (a V4 bucket-level URL, e.g. for listing).
-    def object_arg(object)
-      return "" if object.nil?
-      raise ArgumentError, "object must not be empty (pass object: nil for a bucket-level URL)" if object == ""
-
-      string(object, :object)
     end
 
     def shared_cache_arg(shared_cache, cache, timeout)
@@ -208,22 +209,18 @@ module GitlabGcsSigner
       raise ArgumentError, "unknown #{name} #{value.inspect}: use #{allowed.map(&:inspect).join(', ')}"
     end
 
-    def pairs(hash, name)
-      raise ArgumentError, "#{name} must be a Hash, got #{hash.class}" unless hash.is_a?(Hash)
+    # nil names the bucket itself (a V4 bucket-level URL, e.g. for listing).
+    def object_arg(object)
+      return "" if object.nil?
+      raise ArgumentError, "object must not be empty (pass object: nil for a bucket-level URL)" if object == ""
 
-      hash.map do |k, v|
-        key = k.is_a?(Symbol) ? k.to_s : k
-        value = v.is_a?(Numeric) ? v.to_s : v
-        # The value's label is only built when the value is bad: building it
-        # for every pair was half the Ruby-side cost of a cache hit (bench/hit_cost.rb).
-        value = string(value, "#{name}[#{key.inspect}]") unless plain_utf8?(value)
-        [string(key, name), value]
-      end
+      object
     end
 
-    # A String that string() would return unchanged.
-    def plain_utf8?(value)
-      value.is_a?(String) && value.encoding == Encoding::UTF_8 && value.valid_encoding? && !value.include?("\0")
+    def hash_arg(hash, name)
+      return hash if hash.is_a?(Hash)
+
+      raise ArgumentError, "#{name} must be a Hash, got #{hash.class}"
     end
 
     def number(value, name)
@@ -238,9 +235,12 @@ module GitlabGcsSigner
       raise ArgumentError, "#{name} must be an Integer in #{range}, got #{value.inspect}"
     end
 
+    # Unix seconds as a Float. A Time is rounded up to the next whole second
+    # first (Float cannot hold its nanoseconds exactly, and rounding up keeps
+    # a URL valid at least until the time asked for).
     def epoch(value, name)
       value = value.to_time if !value.is_a?(Time) && value.respond_to?(:to_time)
-      return value.to_r.to_f if value.is_a?(Time)
+      return (value.nsec.zero? ? value.to_i : value.to_i + 1).to_f if value.is_a?(Time)
       return number(value, name).to_f if value.is_a?(Numeric)
 
       raise ArgumentError, "#{name} must be a Time or a Unix timestamp, got #{value.class}"

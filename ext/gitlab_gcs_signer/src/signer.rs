@@ -106,8 +106,8 @@ impl Signer {
         // A hit is answered with the GVL held: it costs microseconds, less
         // than releasing and retaking the GVL.
         let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
-        if let Some(url) = signer.try_cached(&plan) {
-            return Ok((ruby.str_new(&url), true));
+        if let Some(hit) = signer.try_cached(&plan) {
+            return Ok((ruby.str_new(&hit.url), true));
         }
         let url = without_gvl(ruby, move |cancel| signer.sign_planned(plan, cancel))?;
         Ok((ruby.str_new(&url), false))
@@ -120,7 +120,7 @@ impl Signer {
         let signer = &rb_self.0;
         let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
         Ok(match signer.try_cached(&plan) {
-            Some(url) => ruby.str_new(&url).into_value_with(ruby),
+            Some(hit) => ruby.str_new(&hit.url).into_value_with(ruby),
             None => Plan(plan).into_value_with(ruby),
         })
     }
