@@ -20,9 +20,11 @@ module GitlabGcsSigner
     # Frozen native names for the common spellings, so a cache hit allocates
     # nothing to convert them (bench/hit_cost.rb); anything else takes the
     # checked path.
-    NAMES = (VERSIONS + URL_STYLES).flat_map { |n| [[n, n.to_s.freeze], [n.to_s.freeze, n.to_s.freeze]] }.to_h.freeze
+    VERSION_NAMES = VERSIONS.flat_map { |n| [[n, n.to_s.freeze], [n.to_s.freeze, n.to_s.freeze]] }.to_h.freeze
+    STYLE_NAMES = URL_STYLES.flat_map { |n| [[n, n.to_s.freeze], [n.to_s.freeze, n.to_s.freeze]] }.to_h.freeze
     VERBS = %w[GET HEAD PUT POST DELETE PATCH OPTIONS RESUMABLE]
             .flat_map { |v| [[v, v], [v.downcase, v], [v.to_sym, v], [v.downcase.to_sym, v]] }.to_h.freeze
+    NONE = {}.freeze
 
     # shared_cache: the GitlabGcsSigner::SharedCache in use, or nil.
     attr_reader :identity, :shared_cache
@@ -106,7 +108,7 @@ module GitlabGcsSigner
 
     # signed_url's keywords as the native method's positional arguments.
     def native_request(bucket:, object:, method: "GET", expires_in: nil, expires_at: nil, version: :v4,
-                       headers: {}, query: {}, scheme: "https", host: nil, url_style: :path,
+                       headers: NONE, query: NONE, scheme: "https", host: nil, url_style: :path,
                        bucket_bound_hostname: nil, timestamp: nil, v2_path: nil)
       if expires_in.nil? == expires_at.nil?
         raise ArgumentError, "give exactly one of expires_in: (seconds) or expires_at: (a Time)"
@@ -115,7 +117,7 @@ module GitlabGcsSigner
       # Strings and the header/query Hashes are checked (type, UTF-8, NUL)
       # by the native side, where it is cheaper on the cache-hit path.
       [
-        NAMES[version] || symbol(version, :version, VERSIONS),
+        VERSION_NAMES[version] || symbol(version, :version, VERSIONS),
         VERBS[method] || verb(method),
         bucket,
         object_arg(object),
@@ -123,7 +125,7 @@ module GitlabGcsSigner
         hash_arg(query, :query),
         scheme,
         host,
-        NAMES[url_style] || symbol(url_style, :url_style, URL_STYLES),
+        STYLE_NAMES[url_style] || symbol(url_style, :url_style, URL_STYLES),
         bucket_bound_hostname,
         v2_path,
         expires_in && number(expires_in, :expires_in).to_f,
