@@ -191,7 +191,12 @@ pub struct UrlCache {
     /// a forked child must not wait on a flight its parent started.
     flights: Mutex<Flights>,
     stats: Arc<Stats>,
+    /// Inserts so far; every [`SWEEP_EVERY`]th sweeps out the dead entries.
+    inserts: std::sync::atomic::AtomicU64,
 }
+
+/// Expired entries go in one pass now and then, not on every call.
+const SWEEP_EVERY: u64 = 4096;
 
 impl std::fmt::Debug for UrlCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,6 +225,7 @@ impl UrlCache {
             ),
             flights: Mutex::new(Flights::default()),
             stats,
+            inserts: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -265,6 +271,7 @@ impl UrlCache {
     }
 
     pub fn insert(&self, key: String, entry: Arc<Entry>) {
+        let now = entry.signed_at;
         let mut dropped = Vec::new();
         self.entries
             .insert_with_lifecycle(key.clone(), entry, &mut dropped);
@@ -273,6 +280,13 @@ impl UrlCache {
             self.stats
                 .evictions
                 .fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        let n = self
+            .inserts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n % SWEEP_EVERY == 0 {
+            self.sweep(now);
         }
     }
 

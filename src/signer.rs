@@ -323,11 +323,9 @@ impl UrlSigner {
     pub fn sign_planned_entry(&self, plan: Plan, cancel: &Cancel) -> Result<Arc<Entry>> {
         let inner = &self.inner;
         Stats::incr(&inner.stats.misses);
-        if inner.blob.email_now().is_some() {
-            if let Some(entry) = inner.sign_local(&plan)? {
-                inner.store(&plan, entry.clone());
-                return Ok(entry);
-            }
+        if let Some(entry) = inner.sign_local(&plan)? {
+            inner.store(&plan, entry.clone());
+            return Ok(entry);
         }
         let inner = self.inner.clone();
         let deadline = self.deadline();
@@ -465,6 +463,11 @@ impl UrlSigner {
 impl Inner {
     /// Signs with a local key, if this identity has one.
     fn sign_local(&self, plan: &Plan) -> Result<Option<Arc<Entry>>> {
+        // A signBlob signer never signs locally: don't build its string to
+        // sign twice (once here, once in sign_remote) on every miss.
+        if self.blob.uses_sign_blob() {
+            return Ok(None);
+        }
         let Some(email) = self.blob.email_now() else {
             return Ok(None);
         };
@@ -499,10 +502,6 @@ impl Inner {
     fn store(&self, plan: &Plan, entry: Arc<Entry>) {
         if let Some(cache) = self.cache.as_ref().filter(|_| plan.cacheable) {
             cache.insert(plan.key.clone(), entry);
-            // Expired entries go in one pass now and then, not on every call.
-            if Stats::get(&self.stats.misses) % 4096 == 0 {
-                cache.sweep(plan.date);
-            }
         }
     }
 
@@ -529,9 +528,6 @@ impl Inner {
                         let outcome = inner.sign_remote(&plan, deadline).await;
                         if let Some(cache) = inner.cache.as_ref() {
                             cache.land(plan.key.clone(), leader, outcome);
-                            if Stats::get(&inner.stats.misses) % 4096 == 0 {
-                                cache.sweep(plan.date);
-                            }
                         }
                     });
                     rx

@@ -46,7 +46,7 @@ RSpec.describe "signed-URL cache bound", :cache do
     2_100.times { |i| bounded.signed_url(bucket: "b", object: "old/#{i}", expires_in: 60) }
     expect(bounded.stats[:entries]).to eq(2_100)
     clock.advance(3600)
-    # Expired entries go in a sweep every 4096 misses (src/signer.rs), so
+    # Expired entries go in a sweep every 4096 inserts (src/cache.rs), so
     # the 4096th miss drops all 2100 old ones.
     2_000.times { |i| bounded.signed_url(bucket: "b", object: "new/#{i}", expires_in: 60) }
     expect(bounded.stats).to include(entries: 2_000, evictions: 2_100)
