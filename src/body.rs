@@ -39,9 +39,8 @@ pub async fn read_capped(mut resp: reqwest::Response) -> Result<String, BodyErro
 pub fn redact(text: &str) -> String {
     const MAX: usize = 500;
     let mut out = String::with_capacity(text.len().min(MAX + 16));
-    let mut words = text.split_inclusive(|c: char| !is_token_char(c)).peekable();
     let mut after_bearer = false;
-    while let Some(piece) = words.next() {
+    for piece in text.split_inclusive(|c: char| !is_token_char(c)) {
         let (word, sep) = match piece.char_indices().last() {
             Some((i, c)) if !is_token_char(c) => (&piece[..i], &piece[i..]),
             _ => (piece, ""),

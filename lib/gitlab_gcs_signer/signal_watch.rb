@@ -4,12 +4,13 @@ module GitlabGcsSigner
   # Keeps Ctrl-C and SIGTERM prompt while Ruby threads wait in the native
   # extension without the GVL (ext/gitlab_gcs_signer/src/nogvl.rs).
   #
-  # Ruby (3.1) acts on a signal from a Ruby thread that runs or wakes up; when
-  # every thread waits in a native call, it does so only once one of the
-  # waits ends (Ruby's own helper covers a lone thread, not two). While any
-  # thread waits in the gem, this watcher wakes every POLL seconds, and Ruby
-  # then interrupts the main thread's wait. It stops after LINGER idle
-  # seconds; bench/interrupt.rb measures the latency.
+  # Ruby (3.1) acts on a signal from a Ruby thread that runs or sleeps with a
+  # timeout. When every thread waits in a native call, or sleeps for good (a
+  # Puma worker's idle threads), it does so only once one of the waits ends:
+  # Ruby's own helper covers a lone thread, not two. While any thread waits
+  # in the gem this watcher sleeps in POLL steps, so Ctrl-C reaches the main
+  # thread within milliseconds; it stops after LINGER idle seconds.
+  # bench/interrupt.rb measures the latency.
   module SignalWatch
     POLL = 0.02
     LINGER = 1.0

@@ -6,15 +6,17 @@
 //! `Thread#kill`, Ctrl-C), the wait in the core ends at once, the GVL is
 //! retaken and `thread_check_ints` raises whatever Ruby had pending.
 //!
-//! Signals need more than the unblock function. Ruby 3.1 acts on a signal
-//! (SIGINT, SIGTERM) by calling the main thread's unblock function from a
-//! Ruby thread that is running or wakes up: when every Ruby thread waits
-//! without the GVL, nobody does until one of the waits ends by itself. Ruby
-//! covers a lone thread with a helper thread of its own (`rb_nogvl` starts
-//! one when one thread lives), not two or more: Ctrl-C then waited for the
-//! other threads' deadlines (19.7 s, bench/interrupt.rb). So while any thread
-//! waits here, a watcher Ruby thread (lib/gitlab_gcs_signer/signal_watch.rb)
-//! wakes every 20 ms, which is when Ruby acts on a pending signal.
+//! Signals need more than the unblock function. Ruby 3.1 calls the main
+//! thread's unblock function for a signal (SIGINT, SIGTERM) from a Ruby
+//! thread that watches its signal pipe: one that runs, or sleeps with a
+//! timeout. When every Ruby thread waits here, or sleeps for good (a Puma
+//! worker's idle threads), nobody does until one of the waits ends by
+//! itself. Ruby covers a lone thread with a helper thread of its own
+//! (`rb_nogvl` starts one when one thread lives), not two or more: Ctrl-C
+//! then waited for the calls' deadline (19.7 s with `timeout: 20`). So while
+//! any thread waits here, a watcher Ruby thread
+//! (lib/gitlab_gcs_signer/signal_watch.rb) sleeps in 20 ms steps, and the
+//! signal reaches the main thread within milliseconds (bench/interrupt.rb).
 
 use crate::errors;
 use gcs_signer::cancel::Cancel;
