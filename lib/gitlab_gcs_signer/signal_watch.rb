@@ -15,7 +15,8 @@ module GitlabGcsSigner
     POLL = 0.02
     LINGER = 1.0
 
-    # Called by the extension, GVL held, when the first thread starts waiting.
+    # Called by the extension, GVL held, when the first thread starts waiting:
+    # the watcher thread, or nil when none can start (the VM is exiting).
     def self.start(id)
       Thread.new do
         Thread.current.name = "gcs-signer-signals"
@@ -24,6 +25,8 @@ module GitlabGcsSigner
       ensure
         Native.signal_watch_gone(id)
       end
+    rescue ThreadError
+      nil
     end
 
     def self.run(id)

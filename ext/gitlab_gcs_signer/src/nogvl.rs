@@ -77,11 +77,12 @@ fn enter(ruby: &Ruby) -> Result<(), Error> {
     let Some(id) = start else { return Ok(()) };
     let started = watcher_module(ruby).map(|m| m.funcall::<_, _, Value>("start", (id,)));
     match started {
-        Some(Ok(_)) => Ok(()),
+        Some(Ok(thread)) if thread.to_bool() => Ok(()),
         failed => {
             // No watcher: the Ruby layer is not loaded (the binding's own
-            // tests), or Thread.new raised (an interrupt is pending, which
-            // then ends this call). The next waiter tries again.
+            // tests), no thread could be made (the VM is shutting down), or
+            // Thread.new raised (an interrupt is pending, which then ends
+            // this call). The next waiter tries again.
             let mut w = watch();
             if w.watcher == Some(id) {
                 w.watcher = None;
