@@ -9,6 +9,7 @@
 use crate::blob::{BlobSigner, BoxFuture};
 use crate::credentials::metadata::{describe, MetadataClient};
 use crate::error::{Error, ErrorKind, Result};
+use crate::process::ProcessLocal;
 use crate::retry::{self, Backoff};
 use crate::runtime;
 use crate::stats::Stats;
@@ -91,10 +92,15 @@ struct Bucket {
 #[derive(Debug)]
 struct Guard {
     config: QuotaConfig,
+    /// Per process (src/process.rs): a forked child never waits on the
+    /// parent's locks, nor for permits held by the parent's threads.
+    local: ProcessLocal<GuardState>,
+}
+
+#[derive(Debug)]
+struct GuardState {
     bucket: Mutex<Bucket>,
-    /// Tagged with the process generation: permits held by threads of a
-    /// parent process are never returned in a forked child.
-    in_flight: Mutex<(u32, Arc<Semaphore>)>,
+    in_flight: Arc<Semaphore>,
     /// After a 429 every caller waits until then before sending.
     cooldown_until: Mutex<Option<Instant>>,
 }
@@ -103,36 +109,27 @@ impl Guard {
     fn new(config: QuotaConfig) -> Self {
         Guard {
             config,
+            local: ProcessLocal::new(),
+        }
+    }
+
+    fn state(&self) -> &GuardState {
+        self.local.get_or_init(|_parent| GuardState {
             bucket: Mutex::new(Bucket {
-                tokens: Self::burst(config),
+                tokens: Self::burst(self.config),
                 last: None,
             }),
-            in_flight: Mutex::new((
-                runtime::generation(),
-                Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-            )),
+            in_flight: Arc::new(Semaphore::new(self.config.max_in_flight.max(1))),
             cooldown_until: Mutex::new(None),
-        }
+        })
     }
 
     fn burst(config: QuotaConfig) -> f64 {
         (f64::from(config.max_per_minute) / 10.0).max(1.0)
     }
 
-    fn semaphore(&self) -> Arc<Semaphore> {
-        let mut g = self.in_flight.lock();
-        let gen = runtime::generation();
-        if g.0 != gen {
-            *g = (
-                gen,
-                Arc::new(Semaphore::new(self.config.max_in_flight.max(1))),
-            );
-        }
-        g.1.clone()
-    }
-
     async fn admit(&self, deadline: Instant, stats: &Stats) -> Result<OwnedSemaphorePermit> {
-        let sem = self.semaphore();
+        let sem = self.state().in_flight.clone();
         if let Ok(p) = sem.clone().try_acquire_owned() {
             return Ok(p);
         }
@@ -158,7 +155,7 @@ impl Guard {
         let burst = Self::burst(self.config);
         loop {
             let wait = {
-                let mut b = self.bucket.lock();
+                let mut b = self.state().bucket.lock();
                 let now = Instant::now();
                 if let Some(last) = b.last {
                     b.tokens = (b.tokens + (now - last).as_secs_f64() * rate).min(burst);
@@ -191,7 +188,7 @@ impl Guard {
     }
 
     async fn wait_cooldown(&self, deadline: Instant) -> Result<()> {
-        let until = *self.cooldown_until.lock();
+        let until = *self.state().cooldown_until.lock();
         match until {
             Some(t) if t > Instant::now() => {
                 if t > deadline {
@@ -210,7 +207,7 @@ impl Guard {
 
     fn cool_down(&self, delay: Duration) {
         let t = Instant::now() + delay;
-        let mut g = self.cooldown_until.lock();
+        let mut g = self.state().cooldown_until.lock();
         if g.is_none_or(|old| old < t) {
             *g = Some(t);
         }
