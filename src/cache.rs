@@ -337,6 +337,34 @@ impl UrlCache {
 }
 
 #[cfg(test)]
+impl UrlCache {
+    /// Test hook (src/process.rs): the store's shard lock (for writing, as
+    /// an insert holds it), taken by `retain` at the first entry, and the
+    /// flight table's lock.
+    pub(crate) fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        let local = self.local();
+        vec![
+            (
+                "cache store shard (write)",
+                Box::new(move |park: &dyn Fn()| {
+                    let parked = std::cell::Cell::new(false);
+                    local.store.retain(|_, _| {
+                        if !parked.replace(true) {
+                            park();
+                        }
+                        true
+                    });
+                    if !parked.get() {
+                        park(); // an empty store: no shard lock to hold
+                    }
+                }),
+            ),
+            local.flights.holder("cache flight table"),
+        ]
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -443,11 +471,13 @@ mod tests {
         use crate::flight::Policy;
         let c = Arc::new(cache(0.1, 300, 100));
         let c2 = c.clone();
-        let t = c.flights().join("k", Policy::CancelUnwatched, move || async move {
-            let e = entry(600, 0, true);
-            c2.insert("k".into(), e.clone());
-            Ok(e)
-        });
+        let t = c
+            .flights()
+            .join("k", Policy::CancelUnwatched, move || async move {
+                let e = entry(600, 0, true);
+                c2.insert("k".into(), e.clone());
+                Ok(e)
+            });
         let got = crate::runtime::block_on(t.wait(), &crate::cancel::Cancel::new(), None).unwrap();
         assert_eq!(got.expires_at, 600);
         assert!(c.lookup("k", &c.want(0, 600)).is_some());

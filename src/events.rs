@@ -193,6 +193,18 @@ pub fn queued() -> usize {
     queue().len()
 }
 
+/// Test hook (src/process.rs): the queue's lock.
+#[cfg(test)]
+pub(crate) fn lock_holder() -> crate::process::Holder<'static> {
+    (
+        "event queue",
+        Box::new(|park: &dyn Fn()| {
+            let _held = queue().records.lock();
+            park();
+        }),
+    )
+}
+
 /// A stable snake_case name for an error kind (log lines, Ruby symbols).
 pub fn kind_name(kind: ErrorKind) -> &'static str {
     match kind {

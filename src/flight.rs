@@ -254,6 +254,24 @@ where
     }
 }
 
+impl<K, T> SingleFlight<K, T> {
+    /// Test hook (src/process.rs): holds the table's lock.
+    #[cfg(test)]
+    pub(crate) fn holder(&self, name: &'static str) -> crate::process::Holder<'_>
+    where
+        K: Send + Sync,
+        T: Send + Sync,
+    {
+        (
+            name,
+            Box::new(move |park: &dyn Fn()| {
+                let _held = self.table.lock();
+                park();
+            }),
+        )
+    }
+}
+
 fn remove<K, T>(table: &mut Table<K, T>, id: u64) {
     table.by_key.retain(|_, r| r.id != id);
 }

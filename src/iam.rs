@@ -474,6 +474,40 @@ impl BlobSigner for IamSigner {
         true
     }
 
+    #[cfg(test)]
+    fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        let st = self.guard.state();
+        let max = self.guard.config.max_in_flight as u32;
+        let mut holders: Vec<crate::process::Holder<'_>> = vec![
+            (
+                "quota guard bucket",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = st.bucket.lock();
+                    park();
+                }),
+            ),
+            (
+                "quota guard 429 cool-down",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = st.cooldown_until.lock();
+                    park();
+                }),
+            ),
+            (
+                "quota guard in-flight permits (all of them)",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = st.in_flight.try_acquire_many(max);
+                    park();
+                }),
+            ),
+        ];
+        holders.extend(self.tokens.lock_holders());
+        if let EmailSource::Metadata(m) = &self.config.email {
+            holders.extend(m.lock_holders());
+        }
+        holders
+    }
+
     fn token_fetches(&self) -> u64 {
         self.tokens().fetches()
     }

@@ -86,6 +86,7 @@ pub fn install() {
 #[cold]
 fn install_slow() {
     if !INSTALLED.swap(true, Ordering::AcqRel) {
+        let _ = PID.compare_exchange(0, std::process::id(), Ordering::AcqRel, Ordering::Acquire);
         // SAFETY: registers a handler that only does atomic stores; valid
         // for the life of the process.
         let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
@@ -108,11 +109,16 @@ pub fn generation() -> u64 {
 pub fn verify() {
     let pid = std::process::id();
     let known = PID.load(Ordering::Acquire);
-    if known != pid && PID.compare_exchange(known, pid, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    // 0: the at-fork handler ran (it bumped the generation itself).
+    if known != pid
+        && known != 0
+        && PID
+            .compare_exchange(known, pid, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     {
-        if known != 0 {
-            GENERATION.fetch_add(1, Ordering::SeqCst);
-        }
+        GENERATION.fetch_add(1, Ordering::SeqCst);
+    } else if known == 0 {
+        let _ = PID.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -274,6 +280,17 @@ pub fn peek_mutex<T, R>(m: &parking_lot::Mutex<T>, f: impl FnOnce(&T) -> R) -> O
     Some(out)
 }
 
+/// Test hook: one per-process lock to hold. The closure takes the lock,
+/// calls `park` (which returns when the test is done) and releases it.
+#[cfg(test)]
+pub(crate) type Holder<'a> = (&'static str, Box<dyn FnOnce(&dyn Fn()) + Send + 'a>);
+
+/// The loopback HTTP server of the integration tests, for the fork test.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/support/mock.rs"]
+mod test_mock;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +334,289 @@ mod tests {
         // The peeked lock stays taken (it is a dead parent's), and a second
         // peek reads it as held instead of waiting.
         assert_eq!(peek_mutex(&m, |v| *v), None);
+    }
+
+    // ---- The rule's test ------------------------------------------------
+
+    use super::test_mock::{Mock, Resp};
+    use crate::cancel::Cancel;
+    use crate::credentials::{discover_with, CredentialOptions};
+    use crate::request::{UrlRequest, UrlStyle, Version};
+    use crate::signer::{Expiry, SignerOptions, UrlSigner};
+    use crate::stats::Stats;
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration, Instant};
+
+    const KEY_FILE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/spec/fixtures/conformance/test_service_account.not-a-test.json"
+    );
+    const SLOW: Duration = Duration::from_secs(2);
+
+    /// A loopback metadata server and IAM. The next request after `slow_*`
+    /// is set waits [`SLOW`] (a call in flight at the fork); signatures
+    /// count calls, so a URL signed twice differs.
+    fn google(slow_token: Arc<AtomicBool>, slow_sign: Arc<AtomicBool>) -> Mock {
+        let calls = AtomicU64::new(0);
+        Mock::start(move |req| {
+            if req
+                .path
+                .starts_with("/computeMetadata/v1/instance/service-accounts/default/token")
+            {
+                let r = Resp::metadata(200, r#"{"access_token":"tok","expires_in":3599}"#);
+                match slow_token.swap(false, Ordering::SeqCst) {
+                    true => r.after(SLOW),
+                    false => r,
+                }
+            } else if req.path == "/computeMetadata/v1/instance/service-accounts/default/email" {
+                Resp::metadata(200, "fork@p.iam.gserviceaccount.com")
+            } else if req.path.ends_with(":signBlob") {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                let sig = base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    n.to_be_bytes().repeat(32),
+                );
+                let r = Resp::new(200, format!(r#"{{"keyId":"k","signedBlob":"{sig}"}}"#));
+                match slow_sign.swap(false, Ordering::SeqCst) {
+                    true => r.after(SLOW),
+                    false => r,
+                }
+            } else {
+                Resp::new(404, "")
+            }
+        })
+    }
+
+    fn keyless(mock: &Mock) -> UrlSigner {
+        let env: HashMap<String, String> = [
+            ("GCE_METADATA_HOST", mock.host()),
+            ("GCS_SIGNER_IAM_ENDPOINT", mock.url()),
+            ("HOME", "/nonexistent".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let options = CredentialOptions {
+            timeout: Duration::from_secs(5),
+            ..CredentialOptions::default()
+        };
+        let stats = Arc::new(Stats::default());
+        let blob = discover_with(&options, stats.clone(), &env).unwrap();
+        let options = SignerOptions {
+            timeout: Duration::from_secs(5),
+            ..SignerOptions::default()
+        };
+        UrlSigner::with_blob_signer(blob, options, stats).unwrap()
+    }
+
+    fn keyed() -> UrlSigner {
+        let mut options = SignerOptions::default();
+        options.credentials.credentials = Some(KEY_FILE.into());
+        options.timeout = Duration::from_secs(5);
+        UrlSigner::new(options).unwrap()
+    }
+
+    fn url(s: &UrlSigner, object: &str) -> crate::Result<String> {
+        let req = UrlRequest {
+            version: Version::V4,
+            method: "GET".into(),
+            bucket: "b".into(),
+            object: object.into(),
+            headers: vec![],
+            query: vec![],
+            scheme: "https".into(),
+            host: None,
+            style: UrlStyle::Path,
+            v2_path: None,
+        };
+        s.signed_url(req, Expiry::In(600.0), None, &Cancel::new())
+    }
+
+    fn hits(s: &UrlSigner) -> u64 {
+        s.stats().into_iter().find(|(n, _)| *n == "hits").unwrap().1
+    }
+
+    /// URLs the parent signs before the fork (cache hits in the child).
+    const HOT: usize = 8;
+
+    /// What the child does: the parent's cached URLs and a miss with each
+    /// signer, the key whose signing the parent had in flight, a signer
+    /// whose first token the parent was fetching, and a build the parent
+    /// was inside. Returns what went wrong, if anything.
+    fn child_signs(
+        keyed: &UrlSigner,
+        keyless: &UrlSigner,
+        cold: &UrlSigner,
+        hot: &[Vec<String>; 2],
+        building: &ProcessLocal<u64>,
+    ) -> std::result::Result<(), String> {
+        let started = Instant::now();
+        for (name, s, hot) in [("keyed", keyed, &hot[0]), ("keyless", keyless, &hot[1])] {
+            // A URL in the shard a parent thread held for writing at the
+            // fork is signed again (a miss); every other one is a hit.
+            let before = hits(s);
+            let mut same = 0;
+            for (i, parent_url) in hot.iter().enumerate() {
+                let got = url(s, &format!("hot-{i}")).map_err(|e| format!("{name} hit: {e}"))?;
+                same += usize::from(&got == parent_url);
+            }
+            let served = hits(s) - before;
+            if served == 0 || served as usize > same {
+                return Err(format!(
+                    "{name}: {served} hits, {same} of the parent's URLs"
+                ));
+            }
+            url(s, "child-miss").map_err(|e| format!("{name} miss: {e}"))?;
+        }
+        url(keyless, "in-flight").map_err(|e| format!("parent's flight: {e}"))?;
+        url(cold, "cold").map_err(|e| format!("parent's token refresh: {e}"))?;
+        if *building.get_or_init(|_| 2) != 2 {
+            return Err("a value the parent was building".into());
+        }
+        crate::events::throttled("rate");
+        crate::events::drain();
+        match started.elapsed() {
+            t if t > Duration::from_secs(1) => Err(format!("took {t:?}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The rule (module docs): forks while other threads hold every kind
+    /// of per-process lock, the runtime's workers are busy, a `signBlob`
+    /// call and a token refresh are in flight and a `ProcessLocal` is being
+    /// built; the child signs (hit and miss, keyed and keyless) within a
+    /// second, and the parent goes on afterwards.
+    #[test]
+    fn a_child_never_waits_on_its_parent() {
+        let (slow_token, slow_sign) = (Arc::new(AtomicBool::new(false)), Arc::default());
+        let mock = google(slow_token.clone(), Arc::clone(&slow_sign));
+        let (slow_cold, no_slow) = (Arc::new(AtomicBool::new(true)), Arc::default());
+        let cold_mock = google(slow_cold, no_slow);
+        let (keyed, keyless, cold) = (keyed(), keyless(&mock), keyless(&cold_mock));
+        let hot = [&keyed, &keyless].map(|s| {
+            (0..HOT)
+                .map(|i| url(s, &format!("hot-{i}")).unwrap())
+                .collect::<Vec<_>>()
+        });
+        static BUILDING: ProcessLocal<u64> = ProcessLocal::new();
+
+        let release = Arc::new(AtomicBool::new(false));
+        let parked = Arc::new(AtomicUsize::new(0));
+        let park = || {
+            parked.fetch_add(1, Ordering::SeqCst);
+            while !release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let status = std::thread::scope(|scope| {
+            // In flight: a signBlob call (2 s) and a first token fetch (2 s).
+            slow_sign.store(true, Ordering::SeqCst);
+            let flight = scope.spawn(|| url(&keyless, "in-flight"));
+            let refresh = scope.spawn(|| url(&cold, "cold"));
+            while mock.count("/v1/") < HOT + 1 || cold_mock.count("/computeMetadata") < 1 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Both runtime workers stuck, and a build under way.
+            let mut held = 0;
+            for _ in 0..2 {
+                let (release, parked) = (release.clone(), parked.clone());
+                crate::runtime::spawn(async move {
+                    parked.fetch_add(1, Ordering::SeqCst);
+                    while !release.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                });
+            }
+            held += 2;
+            scope.spawn(|| {
+                BUILDING.get_or_init(|_| {
+                    park();
+                    1
+                })
+            });
+            held += 1;
+            let mut names = vec![];
+            for s in [&keyed, &keyless, &cold] {
+                for (name, hold) in s.lock_holders() {
+                    names.push(name);
+                    scope.spawn(move || hold(&park));
+                    held += 1;
+                }
+            }
+            for (name, hold) in [
+                crate::events::lock_holder(),
+                crate::token::registry_holder(),
+                crate::credentials::metadata::MetadataClient::registry_holder(),
+            ] {
+                names.push(name);
+                scope.spawn(move || hold(&park));
+                held += 1;
+            }
+            for kind in [
+                "cache store shard (write)",
+                "token state",
+                "quota guard bucket",
+                "metadata email",
+            ] {
+                assert!(names.contains(&kind), "{kind} not held: {names:?}");
+            }
+            while parked.load(Ordering::SeqCst) < held {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+
+            let (mut fds, mut report) = ([0; 2], [0u8; 512]);
+            // SAFETY: a pipe for the child's report.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: the child runs only the signer and `_exit`s.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: a watchdog against a hang, then the report.
+                unsafe { libc::alarm(30) };
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    child_signs(&keyed, &keyless, &cold, &hot, &BUILDING)
+                }))
+                .unwrap_or_else(|_| Err("panicked".into()));
+                let msg = outcome.err().unwrap_or_default();
+                unsafe {
+                    libc::write(fds[1], msg.as_ptr().cast(), msg.len());
+                    libc::_exit(if msg.is_empty() { 0 } else { 1 });
+                }
+            }
+            assert!(pid > 0, "fork failed");
+            unsafe { libc::close(fds[1]) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut status = 0;
+            let hung = loop {
+                // SAFETY: our own child.
+                if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                    break false;
+                }
+                if Instant::now() > deadline {
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, &mut status, 0);
+                    }
+                    break true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let n = unsafe { libc::read(fds[0], report.as_mut_ptr().cast(), report.len()) };
+            unsafe { libc::close(fds[0]) };
+            let message = String::from_utf8_lossy(&report[..n.max(0) as usize]).into_owned();
+            release.store(true, Ordering::SeqCst);
+            let parent = (flight.join().unwrap(), refresh.join().unwrap());
+            (hung, status, message, parent)
+        });
+        let (hung, status, message, (flight, refresh)) = status;
+        assert!(!hung, "the child hung (killed after 10 s)");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child failed: {message} (status {status})"
+        );
+        // The parent goes on: its flight and refresh end, and it signs.
+        assert!(flight.is_ok() && refresh.is_ok(), "{flight:?} {refresh:?}");
+        assert_eq!(url(&keyed, "hot-0").unwrap(), hot[0][0]);
+        assert!(url(&keyless, "parent-after").is_ok());
     }
 }

@@ -459,6 +459,16 @@ impl UrlSigner {
     fn deadline(&self) -> Instant {
         Instant::now() + self.inner.timeout
     }
+
+    /// Test hook (src/process.rs): every per-process lock this signer uses.
+    #[cfg(test)]
+    pub(crate) fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        let mut holders = self.inner.blob.lock_holders();
+        if let Some(cache) = &self.inner.cache {
+            holders.extend(cache.lock_holders());
+        }
+        holders
+    }
 }
 
 impl Inner {
@@ -521,15 +531,17 @@ impl Inner {
                 return Ok(entry);
             }
             let (inner, flying) = (self.clone(), plan.clone());
-            let ticket = cache
-                .flights()
-                .join(plan.key.as_str(), Policy::CancelUnwatched, move || async move {
+            let ticket = cache.flights().join(
+                plan.key.as_str(),
+                Policy::CancelUnwatched,
+                move || async move {
                     let entry = inner.sign_remote(&flying, deadline).await?;
                     // Cached before the flight ends: a caller arriving in
                     // between finds one or the other.
                     inner.store(&flying, entry.clone());
                     Ok(entry)
-                });
+                },
+            );
             if !ticket.started() {
                 Stats::incr(&self.stats.coalesced);
             }

@@ -230,6 +230,37 @@ impl TokenCache {
     }
 }
 
+#[cfg(test)]
+impl TokenCache {
+    /// Test hook (src/process.rs): the token's lock, the refresh table's
+    /// and the registry's.
+    pub(crate) fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        let st = self.state();
+        vec![
+            (
+                "token state",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = st.held.lock();
+                    park();
+                }),
+            ),
+            st.refresh.holder("token refresh table"),
+        ]
+    }
+}
+
+/// Test hook (src/process.rs): the registry's lock.
+#[cfg(test)]
+pub(crate) fn registry_holder() -> crate::process::Holder<'static> {
+    (
+        "token cache registry",
+        Box::new(|park: &dyn Fn()| {
+            let _held = REGISTRY.current().map(|r| r.lock());
+            park();
+        }),
+    )
+}
+
 fn micros(d: Duration) -> i64 {
     d.as_micros() as i64
 }

@@ -8,9 +8,9 @@
 use super::Env;
 use crate::blob::BoxFuture;
 use crate::error::{Error, ErrorKind, Result};
-use crate::retry::{self, Backoff};
 use crate::flight::{Policy, SingleFlight};
 use crate::process::{peek_mutex, ProcessLocal};
+use crate::retry::{self, Backoff};
 use crate::runtime;
 use crate::token::{FetchedToken, TokenSource};
 use parking_lot::Mutex;
@@ -48,6 +48,10 @@ struct Local {
     last_failure: Mutex<Option<String>>,
 }
 
+/// Every process's clients by host, starting from a copy of the parent's
+/// (src/process.rs).
+static CLIENTS: ProcessLocal<Mutex<HashMap<String, Arc<MetadataClient>>>> = ProcessLocal::new();
+
 /// A metadata server client. Constructing one does no I/O.
 #[derive(Debug)]
 pub struct MetadataClient {
@@ -74,9 +78,6 @@ impl MetadataClient {
     /// asked for once per process, not once per signer (a signer built per
     /// request must not cost a metadata round trip each, field notes s.6).
     pub fn with_host(host: &str) -> Arc<Self> {
-        // Per process, starting from a copy of the parent's (src/process.rs).
-        static CLIENTS: ProcessLocal<Mutex<HashMap<String, Arc<MetadataClient>>>> =
-            ProcessLocal::new();
         let client = Self::with_timings(host, ATTEMPT_TIMEOUT, BUDGET);
         CLIENTS
             .get_or_init(|parent| {
@@ -182,13 +183,51 @@ impl MetadataClient {
                 return Ok(e.clone());
             }
             let (this, slot) = (self.clone(), local.email.clone());
-            local.lookup.join(&(), Policy::RunToEnd, move || async move {
-                let email = this.fetch_email().await?;
-                *slot.lock() = Some(email.clone());
-                Ok(email)
-            })
+            local
+                .lookup
+                .join(&(), Policy::RunToEnd, move || async move {
+                    let email = this.fetch_email().await?;
+                    *slot.lock() = Some(email.clone());
+                    Ok(email)
+                })
         };
         ticket.wait().await
+    }
+
+    /// Test hook (src/process.rs): the email's, lookup table's and last
+    /// failure's locks.
+    #[cfg(test)]
+    pub(crate) fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        let local = self.local();
+        vec![
+            (
+                "metadata email",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = local.email.lock();
+                    park();
+                }),
+            ),
+            local.lookup.holder("metadata email lookup table"),
+            (
+                "metadata last failure",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = local.last_failure.lock();
+                    park();
+                }),
+            ),
+        ]
+    }
+
+    /// Test hook (src/process.rs): the client registry's lock.
+    #[cfg(test)]
+    pub(crate) fn registry_holder() -> crate::process::Holder<'static> {
+        (
+            "metadata client registry",
+            Box::new(|park: &dyn Fn()| {
+                let _held = CLIENTS.current().map(|c| c.lock());
+                park();
+            }),
+        )
     }
 
     /// Why the latest request to this server failed, while it is failing.
