@@ -232,10 +232,15 @@ impl<T> ProcessLocal<T> {
                 continue;
             }
             let claimed = Claim(&self.building, generation);
-            // Only the claimant publishes for this generation, so the slot
-            // read above is still the newest: an ancestor's, or none.
+            // Another thread may have built and published it (and given up
+            // its claim) since the slot was read above.
+            let older = self.slot.load(Ordering::Acquire);
             // SAFETY: as in `current`; an ancestor's slot is never freed here.
-            let value = init(unsafe { older.as_ref() }.map(|s| &s.value))?;
+            let older = unsafe { older.as_ref() };
+            if let Some(s) = older.filter(|s| s.generation == generation) {
+                return Ok(&s.value);
+            }
+            let value = init(older.map(|s| &s.value))?;
             let fresh = Box::into_raw(Box::new(Slot { generation, value }));
             // The ancestor's slot is leaked on purpose (module docs).
             self.slot.store(fresh, Ordering::Release);
