@@ -23,9 +23,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-pub const DEFAULT_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
+pub const DEFAULT_ENDPOINT: &str = crate::config::IAM_ENDPOINT;
 /// The overall budget of one signature, retries included (`timeout:`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = crate::config::TIMEOUT;
 /// One request never waits longer than this, so a black-holed connection
 /// leaves time for a retry within [`DEFAULT_TIMEOUT`].
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,8 +52,8 @@ impl Default for QuotaConfig {
         // A tenth of the project quota per process leaves room for a fleet
         // of pods; 64 in flight is far above what 2 Puma threads need.
         QuotaConfig {
-            max_per_minute: 6000,
-            max_in_flight: 64,
+            max_per_minute: crate::config::SIGN_BLOB_PER_MINUTE,
+            max_in_flight: crate::config::SIGN_BLOB_IN_FLIGHT,
         }
     }
 }

@@ -5,10 +5,10 @@
 use crate::error::{Error, Result};
 
 /// Google's default endpoint for both V2 and V4 URLs.
-pub const DEFAULT_HOST: &str = "storage.googleapis.com";
+pub const DEFAULT_HOST: &str = crate::config::STORAGE_HOST;
 
 /// The longest life a V4 URL may have (7 days), Google's limit.
-pub const V4_MAX_EXPIRES: i64 = 604_800;
+pub const V4_MAX_EXPIRES: i64 = crate::config::V4_MAX_EXPIRES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Version {

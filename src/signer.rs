@@ -12,6 +12,7 @@ use crate::blob::BlobSigner;
 use crate::cache::{self, CacheConfig, Entry, Flight, UrlCache, Want};
 use crate::cancel::Cancel;
 use crate::clock::{Clock, SystemClock};
+use crate::config;
 use crate::credentials::{self, CredentialOptions};
 use crate::error::{Error, Result};
 use crate::request::{UrlRequest, Version, V4_MAX_EXPIRES};
@@ -55,7 +56,7 @@ impl Default for SignerOptions {
 /// Long enough for a cold GKE metadata server (first token over 2 s, field
 /// notes s.3) plus a few signBlob retries; short enough that a Puma request
 /// does not hang on an outage.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = crate::config::TIMEOUT;
 
 /// The signing itself gives up at the call's deadline with a specific error
 /// (quota, unavailable, a metadata timeout); the caller's wait ends this
@@ -167,11 +168,7 @@ impl UrlSigner {
         options: SignerOptions,
         stats: Arc<Stats>,
     ) -> Result<Self> {
-        if options.timeout.is_zero() || options.timeout > Duration::from_secs(3600) {
-            return Err(Error::invalid(
-                "timeout must be more than 0 and at most 3600 seconds",
-            ));
-        }
+        crate::config::timeout(options.timeout.as_secs_f64())?;
         let cache = match options.cache {
             Some(config) => Some(UrlCache::new(config, stats.clone())?),
             None => None,
@@ -242,9 +239,7 @@ impl UrlSigner {
         let until = match expiry {
             Expiry::In(secs) => {
                 if !secs.is_finite() || secs <= 0.0 {
-                    return Err(Error::invalid(format!(
-                        "expires_in must be a positive number of seconds, got {secs}"
-                    )));
+                    return Err(config::expires_in_error(&secs.to_string()));
                 }
                 now_f + secs
             }
@@ -262,14 +257,12 @@ impl UrlSigner {
         let lifetime = at_least.saturating_sub(now);
         if req.version == Version::V4 {
             if lifetime > V4_MAX_EXPIRES + 1 {
-                return Err(Error::invalid(format!(
-                    "a V4 URL can live at most {V4_MAX_EXPIRES} seconds (7 days); {lifetime} seconds were asked"
-                )));
+                return Err(config::v4_lifetime_error(&lifetime.to_string()));
             }
             // Only a fraction of a second past the limit: sign to the limit.
             at_least = at_least.min(now + V4_MAX_EXPIRES);
-        } else if lifetime > 10 * 365 * 86_400 {
-            return Err(Error::invalid("expiry is more than 10 years away"));
+        } else if lifetime > config::V2_MAX_EXPIRES {
+            return Err(config::v2_lifetime_error(&lifetime.to_string()));
         }
         let cache = self.inner.cache.as_ref().filter(|_| timestamp.is_none());
         let want = match cache {

@@ -74,13 +74,12 @@ module GitlabGcsSigner
           ::ActiveSupport::Notifications.notifier.listening?(SIGN_URL_EVENT)
       end
 
-      # Signer#signed_url. +args+ are the native positional arguments
-      # (version, method, bucket, ... as Signer#native_request builds them).
-      def signed_url(native, args, shared = nil)
-        return sign(native, args, nil, shared) unless listening?
+      # Signer#signed_url. +request+ is its keyword Hash, converted natively.
+      def signed_url(native, request, shared = nil)
+        return sign(native, request, nil, shared) unless listening?
 
-        payload = { cache: nil, method: args[1], bucket: args[2], version: args[0].to_sym }
-        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, args, payload, shared) }
+        payload = { cache: nil, method: verb(request), bucket: request[:bucket], version: version(request) }
+        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, request, payload, shared) }
       end
 
       # Runs a call that always misses the cache (sign_blob, email, ...),
@@ -107,11 +106,11 @@ module GitlabGcsSigner
 
       private
 
-      def sign(native, args, payload, shared)
+      def sign(native, request, payload, shared)
         if shared
-          url, status = shared.signed_url_with_status(native, args)
+          url, status = shared.signed_url_with_status(native, request)
         else
-          url, hit = native.signed_url_with_status(*args)
+          url, hit = native.signed_url_with_status(request)
           status = hit ? :hit : :miss
         end
         payload[:cache] = status if payload
@@ -119,8 +118,18 @@ module GitlabGcsSigner
         url
       rescue Error => e
         payload[:cache] = :miss if payload
-        failed(e, "signing a #{args[0]} #{args[1]} URL in bucket #{args[2]}")
+        failed(e, "signing a #{version(request)} #{verb(request)} URL in bucket #{request[:bucket]}")
         raise
+      end
+
+      # The request's verb and version as the payload and logs show them
+      # (signed_url's defaults: GET, :v4); the native side checks them.
+      def verb(request)
+        request.fetch(:method, "GET").to_s.upcase
+      end
+
+      def version(request)
+        request.fetch(:version, :v4).to_s.to_sym
       end
 
       def failed(error, what)

@@ -4,6 +4,7 @@
 
 mod clock;
 mod convert;
+mod defaults;
 mod errors;
 mod nogvl;
 mod observe;
@@ -14,6 +15,8 @@ use magnus::{prelude::*, Error, Ruby};
 #[magnus::init(name = "gitlab_gcs_signer")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     let module = ruby.define_module("GitlabGcsSigner")?;
+    defaults::init(ruby, module)?;
+    convert::init(ruby);
     let native = module.define_module("Native")?;
     signer::init(ruby, native)?;
     clock::init(ruby, native)?;
