@@ -242,7 +242,7 @@ pub fn v2_lifetime_error(lifetime: &str) -> Error {
 pub fn expires_in(v4: bool, secs: f64, shown: &str) -> Result<()> {
     if !secs.is_finite() || secs <= 0.0 {
         Err(expires_in_error(shown))
-    } else if v4 && secs > (V4_MAX_EXPIRES + 1) as f64 {
+    } else if v4 && secs > V4_MAX_EXPIRES as f64 {
         Err(v4_lifetime_error(shown))
     } else if !v4 && secs > V2_MAX_EXPIRES as f64 {
         Err(v2_lifetime_error(shown))

@@ -144,7 +144,7 @@ impl Guard {
                 ErrorKind::Quota,
                 format!(
                     "client-side quota guard: {} signBlob calls were already in flight and none \
-                     finished before the deadline; raise `max_in_flight:` or `timeout:` if IAM is \
+                     finished before the deadline; raise `max_sign_blob_in_flight:` or `timeout:` if IAM is \
                      merely slow",
                     self.config.max_in_flight
                 ),
@@ -175,9 +175,9 @@ impl Guard {
                     ErrorKind::Quota,
                     format!(
                         "client-side quota guard: this process already sent {} signBlob requests \
-                         in the last minute (`max_per_minute:`); the signed-URL cache should keep \
+                         in the last minute (`max_sign_blob_per_minute:`); the signed-URL cache should keep \
                          calls far below that, so check for uncacheable requests, or raise \
-                         `max_per_minute:` (the project quota is 60,000 per minute for all pods)",
+                         `max_sign_blob_per_minute:` (the project quota is 60,000 per minute for all pods)",
                         self.config.max_per_minute
                     ),
                 ));
@@ -639,7 +639,7 @@ fn map_error(status: u16, body: &str, email: &str) -> Error {
             format!(
                 "signBlob quota exhausted while signing as {email} ({label}{google}); the project \
                  allows 60,000 signBlob+signJwt calls per minute for all pods together: lower \
-                 `max_per_minute:`, lengthen URL lifetimes so the cache serves more, or ask for \
+                 `max_sign_blob_per_minute:`, lengthen URL lifetimes so the cache serves more, or ask for \
                  more quota"
             ),
         ),

@@ -78,8 +78,18 @@ impl UrlRequest {
         if self.bucket.is_empty() {
             return Err(Error::invalid("bucket must not be empty"));
         }
-        if self.bucket.len() > 222 {
-            return Err(Error::invalid("bucket name is longer than 222 characters"));
+        if self.bucket.len() > crate::config::BUCKET_MAX_LEN {
+            return Err(Error::invalid(format!(
+                "bucket name is longer than {} characters",
+                crate::config::BUCKET_MAX_LEN
+            )));
+        }
+        if self.bucket == "." || self.bucket == ".." {
+            // A dot segment: clients remove it from the path before sending.
+            return Err(Error::invalid(format!(
+                "bucket {:?} is not a valid bucket name (a dot segment names no bucket)",
+                self.bucket
+            )));
         }
         if self
             .bucket
@@ -97,15 +107,19 @@ impl UrlRequest {
                 "object must not be empty (a bucket-level URL needs version: :v4 and object: nil)",
             ));
         }
-        if self.object.len() > 1024 {
-            return Err(Error::invalid(
-                "object name is longer than 1024 bytes, the Cloud Storage limit",
-            ));
+        if self.object.len() > crate::config::OBJECT_MAX_BYTES {
+            return Err(Error::invalid(format!(
+                "object name is longer than {} bytes, the Cloud Storage limit",
+                crate::config::OBJECT_MAX_BYTES
+            )));
         }
         if self.object.chars().any(|c| c == '\r' || c == '\n') {
             return Err(Error::invalid(
                 "object name contains a carriage return or line feed, which Cloud Storage forbids",
             ));
+        }
+        if self.object.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(dot_segment_error(&self.object));
         }
         if self.method.is_empty()
             || self.method.len() > MAX_METHOD_LEN
@@ -148,9 +162,10 @@ impl UrlRequest {
             validate_host("bucket_bound_hostname", h)?;
         }
         for (k, v) in &self.headers {
-            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            if k.is_empty() || !k.bytes().all(is_tchar) {
                 return Err(Error::invalid(format!(
-                    "header name {:?} is not a valid HTTP header name",
+                    "header name {:?} is not a valid HTTP header name (RFC 9110 token: letters, \
+                     digits and !#$%&'*+-.^_`|~)",
                     shown(k)
                 )));
             }
@@ -235,12 +250,69 @@ pub(crate) fn shown(value: &str) -> String {
     }
 }
 
+/// RFC 9110 section 5.6.2 `tchar`: what a header name (a token) is made of.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// An object name with a `.` or `..` path segment: every HTTP client
+/// removes those before sending (RFC 3986 section 5.2.4), and browsers
+/// also remove their percent-encoded forms (`%2E%2E`), so no URL reaches it.
+pub(crate) fn dot_segment_error(object: &str) -> Error {
+    Error::invalid(format!(
+        "object name {:?} has a \".\" or \"..\" path segment, which HTTP clients remove before \
+         sending (RFC 3986 section 5.2.4), so no signed URL can reach it; rename the object",
+        shown(object)
+    ))
+}
+
+/// `host [":" port]` where host is a name (letters, digits, `-`, `_`,
+/// dot-separated non-empty labels) or a bracketed IPv6 literal, and port
+/// is 1 to 65535 (RFC 3986 section 3.2.2, without user info).
+fn host_syntax_ok(host: &str) -> bool {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let Some((inner, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if inner.is_empty()
+            || !inner.contains(':')
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        if after.is_empty() {
+            return true;
+        }
+        match after.strip_prefix(':') {
+            Some(port) => ("x", Some(port)),
+            None => return false,
+        }
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let name_ok = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| (1..=65_535).contains(&n))
+    });
+    name_ok && port_ok
+}
+
 fn validate_host(what: &str, host: &str) -> Result<()> {
-    let ok = !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+    let ok = !host.is_empty() && host.len() <= 255 && host_syntax_ok(host);
     if ok {
         Ok(())
     } else {
@@ -292,6 +364,29 @@ mod tests {
     }
 
     #[test]
+    fn valid_hosts_and_names() {
+        for host in [
+            "storage.googleapis.com",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:9000",
+            "[::ffff:127.0.0.1]:1",
+            "my_host-1:65535",
+        ] {
+            let mut r = UrlRequest::new(Version::V4, "b", "o");
+            r.host = Some(host.into());
+            assert!(r.validate().is_ok(), "{host}");
+        }
+        for object in ["a..b", "...", "a/.b/c.", ".hidden", "a//b"] {
+            let r = UrlRequest::new(Version::V4, "b", object);
+            assert!(r.validate().is_ok(), "{object}");
+        }
+        let mut r = UrlRequest::new(Version::V4, "b", "o");
+        r.headers = vec![("X-Goog-Meta-A!#$%&'*+-.^_`|~1".into(), "v".into())];
+        assert!(r.validate().is_ok());
+    }
+
+    #[test]
     fn validation_rejects_bad_input() {
         let ok = UrlRequest::new(Version::V4, "b", "o");
         assert!(ok.validate().is_ok());
@@ -309,6 +404,23 @@ mod tests {
             Box::new(|r| r.host = Some("a b".into())),
             Box::new(|r| r.headers = vec![("x".into(), "a\r\nb".into())]),
             Box::new(|r| r.object = "x".repeat(1025)),
+            // m5: header names are RFC 9110 tokens
+            Box::new(|r| r.headers = vec![("x-goog-meta-a;b".into(), "v".into())]),
+            Box::new(|r| r.headers = vec![("a(b)".into(), "v".into())]),
+            // m7: host syntax and dot segments
+            Box::new(|r| r.host = Some("evil.com]:1:2".into())),
+            Box::new(|r| r.host = Some("[::1".into())),
+            Box::new(|r| r.host = Some("a:1:2".into())),
+            Box::new(|r| r.host = Some("a:0".into())),
+            Box::new(|r| r.host = Some("a:65536".into())),
+            Box::new(|r| r.host = Some("a..b".into())),
+            Box::new(|r| r.host = Some("[]".into())),
+            Box::new(|r| r.host = Some("[::1]x".into())),
+            Box::new(|r| r.bucket = "..".into()),
+            Box::new(|r| r.bucket = ".".into()),
+            Box::new(|r| r.object = "../secret".into()),
+            Box::new(|r| r.object = "a/./b".into()),
+            Box::new(|r| r.object = "a/..".into()),
         ];
         for change in bad {
             let mut r = ok.clone();

@@ -13,6 +13,11 @@ const KEY: &str = include_str!("../spec/fixtures/conformance/test_service_accoun
 /// The one vector whose `expectedCanonicalRequest` is wrong (path-style
 /// path for a virtual-hosted URL); its string to sign and URL are right.
 const WRONG_CANONICAL_REQUEST: &str = "Universe domain with virtual hosted style";
+/// This vector signs a header named `header/name/with/slash`. `/` is not
+/// allowed in an HTTP field name (RFC 9110 section 5.1: a token), so no
+/// client can send that header and the URL could never be used: the gem
+/// refuses the request (issue 15 m5) instead of reproducing the vector.
+const UNSENDABLE_HEADER: &str = "Slashes in object name should not be URL encoded";
 
 fn str_field<'a>(t: &'a Value, name: &str) -> Option<&'a str> {
     t.get(name)
@@ -125,6 +130,15 @@ fn all_signing_v4_vectors_reproduce_byte_for_byte() {
         let timestamp = parse_timestamp(t["timestamp"].as_str().unwrap());
         let expires = t["expiration"].as_i64().unwrap();
         let prepared = v4::prepare(&req, key.email(), timestamp, expires);
+        if t["description"] == UNSENDABLE_HEADER {
+            match prepared {
+                Err(e) if e.message().contains("not a valid HTTP header name") => continue,
+                other => {
+                    failures.push(format!("{name}: not refused: {other:?}"));
+                    continue;
+                }
+            }
+        }
         let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {

@@ -489,11 +489,9 @@ fn cache_config(ruby: &Ruby, value: Value) -> Result<Option<CacheConfig>, Error>
                 let ratio = Float::from_value(value)
                     .map(|f| f.to_f64())
                     .or_else(|| Integer::from_value(value).and_then(|i| i.to_i64().ok()).map(|i| i as f64));
-                config.extension_ratio = match ratio {
-                    Some(r) => config::extension_ratio(r),
-                    None => Err(config::extension_ratio_error(&inspect(value))),
-                }
-                .map_err(|e| core_error(ruby, e))?;
+                config.extension_ratio = ratio
+                    .and_then(|r| config::extension_ratio(r).ok())
+                    .ok_or_else(|| core_error(ruby, config::extension_ratio_error(&inspect(value))))?;
             }
             Some(1) => {
                 config.max_extension = int_option(
@@ -562,10 +560,10 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
                     .map(|f| f.to_f64())
                     .or_else(|| Integer::from_value(value).and_then(|i| i.to_i64().ok()).map(|i| i as f64))
                 {
-                    Some(secs) => config::timeout(secs),
-                    None => Err(config::timeout_error(&inspect(value))),
+                    Some(secs) => config::timeout(secs).ok(),
+                    None => None,
                 }
-                .map_err(|e| core_error(ruby, e))?
+                .ok_or_else(|| core_error(ruby, config::timeout_error(&inspect(value))))?
             }
             7 => {
                 credentials.quota.max_per_minute = count(
