@@ -501,18 +501,8 @@ fn request_body(payload: &[u8], delegates: &[String]) -> String {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (the `@`
-/// of an email in a URL path segment).
-pub(crate) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// of an email in a URL path segment): the signed URLs' own encoding.
+pub(crate) use crate::encoding::rfc3986 as percent_encode;
 
 /// Google's error envelope `{"error":{"code","message","status","details":[{"reason"}]}}`.
 #[derive(Debug, Default)]

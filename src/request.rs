@@ -193,47 +193,77 @@ impl UrlRequest {
     /// string: each field is length-prefixed so no two requests share a key.
     /// The signing identity is prepended by the cache.
     pub fn cache_key(&self) -> String {
-        let mut key =
-            String::with_capacity(64 + self.bucket.len() + self.object.len() + self.method.len());
+        let mut key = String::new();
+        self.write_cache_key(&mut key);
+        key
+    }
+
+    /// [`UrlRequest::cache_key`], appended to `key` (the cache-hit path
+    /// builds the signer's identity and this in one allocation).
+    pub fn write_cache_key(&self, key: &mut String) {
+        let pairs: usize = self
+            .headers
+            .iter()
+            .chain(&self.query)
+            .map(|(k, v)| k.len() + v.len() + 12)
+            .sum();
+        key.reserve(64 + self.bucket.len() + self.object.len() + self.method.len() + pairs);
         fn push(key: &mut String, s: &str) {
-            key.push_str(&s.len().to_string());
+            push_len(key, s.len());
             key.push(':');
             key.push_str(s);
+        }
+        /// The decimal length, without the allocation of `to_string`.
+        fn push_len(key: &mut String, mut n: usize) {
+            let mut digits = [0u8; 20];
+            let mut i = digits.len();
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            for &d in &digits[i..] {
+                key.push(d as char);
+            }
         }
         key.push_str(match self.version {
             Version::V2 => "2",
             Version::V4 => "4",
         });
-        push(&mut key, &self.method);
-        push(&mut key, &self.scheme);
-        push(&mut key, self.host.as_deref().unwrap_or(""));
+        push(key, &self.method);
+        push(key, &self.scheme);
+        push(key, self.host.as_deref().unwrap_or(""));
         match &self.style {
             UrlStyle::Path => key.push('p'),
             UrlStyle::VirtualHosted => key.push('v'),
             UrlStyle::BucketBound(h) => {
                 key.push('b');
-                push(&mut key, h);
+                push(key, h);
             }
         }
-        push(&mut key, &self.bucket);
-        push(&mut key, &self.object);
+        push(key, &self.bucket);
+        push(key, &self.object);
         match &self.v2_path {
             None => key.push('-'),
-            Some(p) => push(&mut key, p),
+            Some(p) => push(key, p),
         }
         key.push('h');
-        push(&mut key, &self.headers.len().to_string());
+        push_len(key, self.headers.len());
+        key.push(':');
         for (k, v) in &self.headers {
-            push(&mut key, k);
-            push(&mut key, v);
+            push(key, k);
+            push(key, v);
         }
         key.push('q');
-        push(&mut key, &self.query.len().to_string());
+        push_len(key, self.query.len());
+        key.push(':');
         for (k, v) in &self.query {
-            push(&mut key, k);
-            push(&mut key, v);
+            push(key, k);
+            push(key, v);
         }
-        key
     }
 }
 

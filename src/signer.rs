@@ -103,7 +103,7 @@ pub enum Adoption {
 
 /// Versions the shared key: a release that changes what a URL looks like
 /// for the same request changes this, so old entries are never read.
-const SHARED_KEY_FORMAT: &str = "gitlab-gcs-signer shared v1\0";
+const SHARED_KEY_FORMAT: &str = "gitlab-gcs-signer shared v2\0";
 
 /// How far in the future another process's clock may put a signing time.
 const SHARED_MAX_CLOCK_SKEW: i64 = 5;
@@ -282,7 +282,7 @@ impl UrlSigner {
             let mut key = String::with_capacity(id.len() + 160);
             key.push_str(id);
             key.push('\u{0}');
-            key.push_str(&req.cache_key());
+            req.write_cache_key(&mut key);
             key
         } else {
             String::new()
