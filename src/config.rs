@@ -115,7 +115,10 @@ pub const DEFAULTS: &[(&str, &[(&str, Value)])] = &[
         &[
             ("extension_ratio_max", Value::Float(1.0)),
             ("max_extension_max", Value::Int(CACHE_MAX_EXTENSION_LIMIT)),
-            ("max_entries_max", Value::Int(CACHE_MAX_ENTRIES_LIMIT as i64)),
+            (
+                "max_entries_max",
+                Value::Int(CACHE_MAX_ENTRIES_LIMIT as i64),
+            ),
             ("timeout_max", Value::Float(TIMEOUT_MAX_SECS)),
             (
                 "max_sign_blob_per_minute_max",

@@ -3,6 +3,7 @@
 //! key ([`UrlRequest::cache_key`]); time (signing date, expiry) is not.
 
 use crate::error::{Error, Result};
+use std::borrow::Cow;
 
 /// Google's default endpoint for both V2 and V4 URLs.
 pub const DEFAULT_HOST: &str = crate::config::STORAGE_HOST;
@@ -30,7 +31,8 @@ pub enum UrlStyle {
 pub struct UrlRequest {
     pub version: Version,
     /// Upper-case HTTP verb (`GET`, `PUT`, `DELETE`, `HEAD`, `POST`, `RESUMABLE` for V4).
-    pub method: String,
+    /// A `Cow`, so the common verbs cost no allocation on the cache-hit path.
+    pub method: Cow<'static, str>,
     pub bucket: String,
     pub object: String,
     /// Headers the client must send. V4 signs them all; V2 signs
@@ -40,7 +42,7 @@ pub struct UrlRequest {
     /// the URL, V4 sorts them).
     pub query: Vec<(String, String)>,
     /// `https` or `http`.
-    pub scheme: String,
+    pub scheme: Cow<'static, str>,
     /// Endpoint host, optionally with a port (`localhost:8080`); `None` means
     /// [`DEFAULT_HOST`].
     pub host: Option<String>,
@@ -113,7 +115,7 @@ impl UrlRequest {
                 crate::config::OBJECT_MAX_BYTES
             )));
         }
-        if self.object.chars().any(|c| c == '\r' || c == '\n') {
+        if self.object.bytes().any(|b| b == b'\r' || b == b'\n') {
             return Err(Error::invalid(
                 "object name contains a carriage return or line feed, which Cloud Storage forbids",
             ));
@@ -169,7 +171,7 @@ impl UrlRequest {
                     shown(k)
                 )));
             }
-            if v.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+            if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == b'\0') {
                 return Err(Error::invalid(format!(
                     "header {:?} has a value with a line break or NUL byte",
                     shown(k)
@@ -198,16 +200,33 @@ impl UrlRequest {
         key
     }
 
-    /// [`UrlRequest::cache_key`], appended to `key` (the cache-hit path
-    /// builds the signer's identity and this in one allocation).
-    pub fn write_cache_key(&self, key: &mut String) {
+    /// An upper bound of the cache key's length, so building it allocates once.
+    pub fn cache_key_capacity(&self) -> usize {
+        let field = |s: &str| s.len() + 21;
         let pairs: usize = self
             .headers
             .iter()
             .chain(&self.query)
-            .map(|(k, v)| k.len() + v.len() + 12)
+            .map(|(k, v)| field(k) + field(v))
             .sum();
-        key.reserve(64 + self.bucket.len() + self.object.len() + self.method.len() + pairs);
+        8 + 2 * 21
+            + field(&self.method)
+            + field(&self.scheme)
+            + self.host.as_deref().map_or(21, field)
+            + match &self.style {
+                UrlStyle::BucketBound(h) => field(h),
+                _ => 0,
+            }
+            + field(&self.bucket)
+            + field(&self.object)
+            + self.v2_path.as_deref().map_or(0, field)
+            + pairs
+    }
+
+    /// [`UrlRequest::cache_key`], appended to `key` (the cache-hit path
+    /// builds the signer's identity and this in one allocation).
+    pub fn write_cache_key(&self, key: &mut String) {
+        key.reserve(self.cache_key_capacity());
         fn push(key: &mut String, s: &str) {
             push_len(key, s.len());
             key.push(':');
@@ -226,7 +245,7 @@ impl UrlRequest {
                 }
             }
             for &d in &digits[i..] {
-                key.push(d as char);
+                key.push(char::from(d));
             }
         }
         key.push_str(match self.version {

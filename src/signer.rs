@@ -279,7 +279,7 @@ impl UrlSigner {
         }
         let key = if cache.is_some() {
             let id = self.inner.blob.identity();
-            let mut key = String::with_capacity(id.len() + 160);
+            let mut key = String::with_capacity(id.len() + 1 + req.cache_key_capacity());
             key.push_str(id);
             key.push('\u{0}');
             req.write_cache_key(&mut key);

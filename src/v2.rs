@@ -420,7 +420,13 @@ mod tests {
     #[test]
     fn own_query_keys_are_refused() {
         let mut r = req("o");
-        for key in ["Expires", "Signature", "GoogleAccessId", "expires", "SIGNATURE"] {
+        for key in [
+            "Expires",
+            "Signature",
+            "GoogleAccessId",
+            "expires",
+            "SIGNATURE",
+        ] {
             r.query = vec![(key.into(), "1".into())];
             let err = prepare(&r, EMAIL, EXPIRES).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{key}");
@@ -532,7 +538,16 @@ mod tests {
         assert!(p
             .finish(b"s")
             .starts_with("http://127.0.0.1:8080/bucket/a%20b+c.png?GoogleAccessId="));
-        for bad in ["", "a b", "a?b", "a#b", "é", "bucket/../x", "bucket/%2e%2E/x", "bucket/."] {
+        for bad in [
+            "",
+            "a b",
+            "a?b",
+            "a#b",
+            "é",
+            "bucket/../x",
+            "bucket/%2e%2E/x",
+            "bucket/.",
+        ] {
             r.v2_path = Some(bad.into());
             let err = prepare(&r, EMAIL, EXPIRES).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}");

@@ -79,7 +79,7 @@ fn request(t: &Value) -> UrlRequest {
         str_field(t, "bucket").unwrap(),
         str_field(t, "object").unwrap_or(""),
     );
-    req.method = str_field(t, "method").unwrap().to_owned();
+    req.method = str_field(t, "method").unwrap().to_owned().into();
     req.headers = pairs(t, "headers");
     req.query = pairs(t, "queryParameters");
     let universe = str_field(t, "universeDomain").map(|d| format!("storage.{d}"));
@@ -97,7 +97,8 @@ fn request(t: &Value) -> UrlRequest {
     req.scheme = str_field(t, "scheme")
         .or(endpoint_scheme)
         .unwrap_or("https")
-        .to_owned();
+        .to_owned()
+        .into();
     req.style = match str_field(t, "urlStyle").unwrap_or("PATH_STYLE") {
         "PATH_STYLE" => UrlStyle::Path,
         "VIRTUAL_HOSTED_STYLE" => UrlStyle::VirtualHosted,

@@ -193,9 +193,9 @@ fn random_request(rng: &mut Rng) -> UrlRequest {
     };
     let mut req = UrlRequest::new(version, "", "");
     req.method = if rng.chance(90) {
-        rng.pick(&METHODS[..6]).to_string()
+        rng.pick(&METHODS[..6]).to_string().into()
     } else {
-        rng.pick(METHODS).to_string()
+        rng.pick(METHODS).to_string().into()
     };
     req.bucket = if rng.chance(92) {
         // Mostly valid names.
@@ -246,7 +246,10 @@ fn random_request(rng: &mut Rng) -> UrlRequest {
         };
         req.query.push((key, rng.text(PARTS, 5)));
     }
-    req.scheme = rng.pick(&["https", "https", "http", "ftp"]).to_string();
+    req.scheme = rng
+        .pick(&["https", "https", "http", "ftp"])
+        .to_string()
+        .into();
     if rng.chance(50) {
         req.host = Some(rng.pick(HOSTS).to_string());
     }
@@ -472,7 +475,7 @@ fn check_v4(req: &UrlRequest, p: &v4::V4Prepared, timestamp: i64, expires: i64, 
         }
         "POST"
     } else {
-        req.method.as_str()
+        &*req.method
     };
     if !headers.iter().any(|(k, _)| k == "host") {
         headers.push(("host".into(), host_without_port(u.host).to_string()));

@@ -157,7 +157,7 @@ fn generate(rng: &mut Rng) -> UrlRequest {
         object.insert(0, '/');
     }
     let mut req = UrlRequest::new(Version::V2, rng.pick(BUCKETS), object);
-    req.method = rng.pick(METHODS).to_owned();
+    req.method = rng.pick(METHODS).to_owned().into();
     // Many GETs without headers and PUTs without query reach fog's public
     // get_object_https_url / put_object_url (see fog_v2.rb).
     if !(req.method == "GET" && rng.chance(50)) {

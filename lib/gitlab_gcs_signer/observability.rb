@@ -76,10 +76,17 @@ module GitlabGcsSigner
 
       # Signer#signed_url. +request+ is its keyword Hash, converted natively.
       def signed_url(native, request, shared = nil)
-        return sign(native, request, nil, shared) unless listening?
+        return instrumented(native, request, shared) if shared || listening?
 
-        payload = { cache: nil, method: verb(request), bucket: request[:bucket], version: version(request) }
-        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, request, payload, shared) }
+        # The cache-hit path: one native call and nothing else.
+        begin
+          url, hit = native.signed_url_with_status(request)
+        rescue Error => e
+          failed(e, description(request))
+          raise
+        end
+        flush_events unless hit
+        url
       end
 
       # Runs a call that always misses the cache (sign_blob, email, ...),
@@ -106,6 +113,13 @@ module GitlabGcsSigner
 
       private
 
+      def instrumented(native, request, shared)
+        return sign(native, request, nil, shared) unless listening?
+
+        payload = { cache: nil, method: verb(request), bucket: request[:bucket], version: version(request) }
+        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, request, payload, shared) }
+      end
+
       def sign(native, request, payload, shared)
         if shared
           url, status = shared.signed_url_with_status(native, request)
@@ -118,8 +132,12 @@ module GitlabGcsSigner
         url
       rescue Error => e
         payload[:cache] = :miss if payload
-        failed(e, "signing a #{version(request)} #{verb(request)} URL in bucket #{request[:bucket]}")
+        failed(e, description(request))
         raise
+      end
+
+      def description(request)
+        "signing a #{version(request)} #{verb(request)} URL in bucket #{request[:bucket]}"
       end
 
       # The request's verb and version as the payload and logs show them

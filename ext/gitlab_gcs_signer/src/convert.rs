@@ -130,6 +130,7 @@ use gcs_signer::signer::{Expiry, SignerOptions};
 use gcs_signer::{UrlRequest, UrlStyle, Version};
 use magnus::rb_sys::AsRawValue;
 use magnus::{Float, Integer, StaticSymbol};
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 /// A request as `signed_url`'s keywords describe it.
@@ -207,7 +208,9 @@ pub fn init(ruby: &Ruby) {
 }
 
 fn names() -> &'static Names {
-    NAMES.get().expect("convert::init runs when the extension loads")
+    NAMES
+        .get()
+        .expect("convert::init runs when the extension loads")
 }
 
 fn key_index(keys: &[u64], key: Value) -> Option<usize> {
@@ -252,7 +255,11 @@ fn choice(ruby: &Ruby, value: Value, name: &str, allowed: &[(u64, &str)]) -> Res
     let names: Vec<String> = allowed.iter().map(|(_, n)| format!(":{n}")).collect();
     Err(arg_error(
         ruby,
-        format!("unknown {name} {}: use {}", inspect(value), names.join(", ")),
+        format!(
+            "unknown {name} {}: use {}",
+            inspect(value),
+            names.join(", ")
+        ),
     ))
 }
 
@@ -296,7 +303,11 @@ fn epoch(ruby: &Ruby, value: Value, name: &str, round_up: bool) -> Result<f64, E
     }
     if value.is_kind_of(ruby.class_time()) {
         let secs: i64 = value.funcall("to_i", ())?;
-        let nsec: i64 = if round_up { value.funcall("nsec", ())? } else { 0 };
+        let nsec: i64 = if round_up {
+            value.funcall("nsec", ())?
+        } else {
+            0
+        };
         return Ok((secs + i64::from(nsec != 0)) as f64);
     }
     if value.is_kind_of(ruby.class_numeric()) {
@@ -311,8 +322,30 @@ fn epoch(ruby: &Ruby, value: Value, name: &str, round_up: bool) -> Result<f64, E
     ))
 }
 
+/// The common values of `method:` and `scheme:`, borrowed rather than
+/// allocated on the cache-hit path.
+const STATIC_WORDS: [&str; 10] = [
+    "GET",
+    "HEAD",
+    "PUT",
+    "POST",
+    "DELETE",
+    "PATCH",
+    "OPTIONS",
+    "RESUMABLE",
+    "https",
+    "http",
+];
+
+fn interned(text: String) -> Cow<'static, str> {
+    match STATIC_WORDS.iter().find(|w| **w == text) {
+        Some(w) => Cow::Borrowed(w),
+        None => Cow::Owned(text),
+    }
+}
+
 /// An HTTP verb: a String or Symbol, in any case.
-fn verb(ruby: &Ruby, value: Value) -> Result<String, Error> {
+fn verb(ruby: &Ruby, value: Value) -> Result<Cow<'static, str>, Error> {
     let mut text = match Symbol::from_value(value) {
         Some(sym) => sym.name()?.into_owned(),
         None => text(ruby, value, "method")?,
@@ -320,7 +353,7 @@ fn verb(ruby: &Ruby, value: Value) -> Result<String, Error> {
     if !text.bytes().all(|b| b.is_ascii_uppercase()) {
         text.make_ascii_uppercase();
     }
-    Ok(text)
+    Ok(interned(text))
 }
 
 /// A keyword Hash, else `ArgumentError` (never a `TypeError`).
@@ -373,7 +406,7 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
             }
             4 => req.headers = hash_pairs(ruby, value, "headers")?,
             5 => req.query = hash_pairs(ruby, value, "query")?,
-            6 => req.scheme = text(ruby, value, "scheme")?,
+            6 => req.scheme = interned(text(ruby, value, "scheme")?),
             7 => req.host = opt(ruby, value, "host")?,
             8 => {
                 style = choice(
@@ -389,9 +422,7 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
             }
             9 => bound = opt(ruby, value, "bucket_bound_hostname")?,
             10 => req.v2_path = opt(ruby, value, "v2_path")?,
-            11 if !value.is_nil() => {
-                expires_in = Some((number(ruby, value, "expires_in")?, value))
-            }
+            11 if !value.is_nil() => expires_in = Some((number(ruby, value, "expires_in")?, value)),
             12 if !value.is_nil() => expires_at = Some(epoch(ruby, value, "expires_at", true)?),
             13 if !value.is_nil() => {
                 timestamp = Some(epoch(ruby, value, "timestamp", false)?.floor() as i64)
@@ -416,13 +447,16 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
     };
     let expiry = match (expires_in, expires_at) {
         (Some((secs, given)), None) => {
-            config::expires_in(req.version == Version::V4, secs, &inspect(given)).map_or_else(
-                |e| Err(core_error(ruby, e)),
-                |()| Ok(Expiry::In(secs)),
-            )?
+            config::expires_in(req.version == Version::V4, secs, &inspect(given))
+                .map_or_else(|e| Err(core_error(ruby, e)), |()| Ok(Expiry::In(secs)))?
         }
         (None, Some(at)) => Expiry::At(at),
-        _ => return Err(core_error(ruby, gcs_signer::Error::invalid(config::EXPIRY_EXCLUSIVE))),
+        _ => {
+            return Err(core_error(
+                ruby,
+                gcs_signer::Error::invalid(config::EXPIRY_EXCLUSIVE),
+            ))
+        }
     };
     Ok(Request {
         req,
@@ -486,12 +520,16 @@ fn cache_config(ruby: &Ruby, value: Value) -> Result<Option<CacheConfig>, Error>
     hash.foreach(|key: Value, value: Value| {
         match key_index(&n.cache, key) {
             Some(0) => {
-                let ratio = Float::from_value(value)
-                    .map(|f| f.to_f64())
-                    .or_else(|| Integer::from_value(value).and_then(|i| i.to_i64().ok()).map(|i| i as f64));
+                let ratio = Float::from_value(value).map(|f| f.to_f64()).or_else(|| {
+                    Integer::from_value(value)
+                        .and_then(|i| i.to_i64().ok())
+                        .map(|i| i as f64)
+                });
                 config.extension_ratio = ratio
                     .and_then(|r| config::extension_ratio(r).ok())
-                    .ok_or_else(|| core_error(ruby, config::extension_ratio_error(&inspect(value))))?;
+                    .ok_or_else(|| {
+                        core_error(ruby, config::extension_ratio_error(&inspect(value)))
+                    })?;
             }
             Some(1) => {
                 config.max_extension = int_option(
@@ -534,7 +572,11 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
         match i {
             0 => {
                 credentials.credentials = opt(ruby, value, "credentials")?;
-                if credentials.credentials.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                if credentials
+                    .credentials
+                    .as_deref()
+                    .is_some_and(|c| c.trim().is_empty())
+                {
                     return Err(arg_error(ruby, "credentials must not be empty".into()));
                 }
             }
@@ -556,10 +598,11 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
             }
             5 => options.cache = cache_config(ruby, value)?,
             6 => {
-                timeout = match Float::from_value(value)
-                    .map(|f| f.to_f64())
-                    .or_else(|| Integer::from_value(value).and_then(|i| i.to_i64().ok()).map(|i| i as f64))
-                {
+                timeout = match Float::from_value(value).map(|f| f.to_f64()).or_else(|| {
+                    Integer::from_value(value)
+                        .and_then(|i| i.to_i64().ok())
+                        .map(|i| i as f64)
+                }) {
                     Some(secs) => config::timeout(secs).ok(),
                     None => None,
                 }
