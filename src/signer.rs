@@ -88,6 +88,15 @@ impl Plan {
     }
 }
 
+/// What [`UrlSigner::lookup`] found.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Arc<Entry>),
+    /// A validated request with its window, to sign (or to look up in the
+    /// shared cache). Boxed: a miss costs a signature, a box is nothing.
+    Miss(Box<Plan>),
+}
+
 /// What [`UrlSigner::adopt`] made of a URL from the shared cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adoption {
@@ -228,6 +237,33 @@ impl UrlSigner {
     /// URLs) and bypasses the cache.
     pub fn plan(&self, req: UrlRequest, expiry: Expiry, timestamp: Option<i64>) -> Result<Plan> {
         req.validate()?;
+        self.plan_unchecked(req, expiry, timestamp)
+    }
+
+    /// [`UrlSigner::plan`] and [`UrlSigner::try_cached`] in one: a hit skips
+    /// the request's validation, which a cached URL has passed already (an
+    /// entry is stored only after its request was prepared, and prepared
+    /// means validated; the key holds every field of the request).
+    pub fn lookup(
+        &self,
+        req: UrlRequest,
+        expiry: Expiry,
+        timestamp: Option<i64>,
+    ) -> Result<Lookup> {
+        let plan = self.plan_unchecked(req, expiry, timestamp)?;
+        if let Some(entry) = self.try_cached(&plan) {
+            return Ok(Lookup::Hit(entry));
+        }
+        plan.req.validate()?;
+        Ok(Lookup::Miss(Box::new(plan)))
+    }
+
+    fn plan_unchecked(
+        &self,
+        req: UrlRequest,
+        expiry: Expiry,
+        timestamp: Option<i64>,
+    ) -> Result<Plan> {
         let now_micros = match timestamp {
             Some(t) => t
                 .checked_mul(1_000_000)
@@ -403,10 +439,9 @@ impl UrlSigner {
         timestamp: Option<i64>,
         cancel: &Cancel,
     ) -> Result<String> {
-        let plan = self.plan(req, expiry, timestamp)?;
-        match self.try_cached(&plan) {
-            Some(entry) => Ok(entry.url.clone()),
-            None => self.sign_planned(plan, cancel),
+        match self.lookup(req, expiry, timestamp)? {
+            Lookup::Hit(entry) => Ok(entry.url.clone()),
+            Lookup::Miss(plan) => self.sign_planned(*plan, cancel),
         }
     }
 
@@ -631,6 +666,24 @@ mod tests {
             style: UrlStyle::Path,
             v2_path: None,
         }
+    }
+
+    #[test]
+    fn lookup_validates_every_request_it_does_not_answer_from_the_cache() {
+        let (s, _) = signer("a@p.iam.gserviceaccount.com");
+        let r = req(Version::V4, "o");
+        let url = s
+            .signed_url(r.clone(), Expiry::In(600.0), None, &Cancel::new())
+            .unwrap();
+        match s.lookup(r, Expiry::In(600.0), None).unwrap() {
+            Lookup::Hit(e) => assert_eq!(e.url, url),
+            Lookup::Miss(_) => panic!("expected a hit"),
+        }
+        let mut bad = req(Version::V4, "../o");
+        assert!(s.lookup(bad.clone(), Expiry::In(600.0), None).is_err());
+        bad.object = "o".into();
+        bad.method = "get".into();
+        assert!(s.lookup(bad, Expiry::In(600.0), None).is_err());
     }
 
     fn key(s: &UrlSigner, plan: &Plan) -> String {

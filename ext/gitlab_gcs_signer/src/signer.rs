@@ -5,7 +5,7 @@
 use crate::convert::{signer_options, url_request, Request};
 use crate::nogvl::{guarded, without_gvl};
 use crate::observe::Registration;
-use gcs_signer::signer::{Adoption, Plan as CorePlan};
+use gcs_signer::signer::{Adoption, Lookup, Plan as CorePlan};
 use gcs_signer::UrlSigner;
 use magnus::{
     function, method, prelude::*, Error, IntoValue, RHash, RModule, RString, Ruby, Symbol, Value,
@@ -66,10 +66,10 @@ impl Signer {
         let signer = &rb_self.0;
         // A hit is answered with the GVL held: it costs microseconds, less
         // than releasing and retaking the GVL.
-        let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
-        if let Some(hit) = signer.try_cached(&plan) {
-            return Ok((ruby.str_new(&hit.url), true));
-        }
+        let plan = match guarded(ruby, || signer.lookup(req, expiry, timestamp))? {
+            Lookup::Hit(hit) => return Ok((ruby.str_new(&hit.url), true)),
+            Lookup::Miss(plan) => *plan,
+        };
         let url = without_gvl(ruby, move |cancel| signer.sign_planned(plan, cancel))?;
         Ok((ruby.str_new(&url), false))
     }
@@ -83,11 +83,12 @@ impl Signer {
             timestamp,
         } = url_request(ruby, request)?;
         let signer = &rb_self.0;
-        let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
-        Ok(match signer.try_cached(&plan) {
-            Some(hit) => ruby.str_new(&hit.url).into_value_with(ruby),
-            None => Plan(plan).into_value_with(ruby),
-        })
+        Ok(
+            match guarded(ruby, || signer.lookup(req, expiry, timestamp))? {
+                Lookup::Hit(hit) => ruby.str_new(&hit.url).into_value_with(ruby),
+                Lookup::Miss(plan) => Plan(*plan).into_value_with(ruby),
+            },
+        )
     }
 
     /// shared_key(plan) -> hex SHA-256 of the email and request, or nil when
