@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::request::{UrlRequest, Version, V4_MAX_EXPIRES};
 use crate::runtime;
 use crate::stats::Stats;
-use crate::{v2, v4};
+use crate::{universe, v2, v4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -145,6 +145,10 @@ struct Inner {
     stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
     timeout: Duration,
+    universe: String,
+    /// `storage.<universe>` outside Google's public cloud: the host of a
+    /// request that names none (`None`: the request's own default).
+    storage_host: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,11 +161,14 @@ impl UrlSigner {
     /// files and the environment, the metadata server is asked lazily.
     pub fn new(options: SignerOptions) -> Result<Self> {
         let stats = Arc::new(Stats::default());
-        let blob = credentials::discover(&options.credentials, stats.clone())?;
+        let (blob, universe) = credentials::discover_universe(&options.credentials, stats.clone())?;
+        let mut options = options;
+        options.credentials.universe_domain = Some(universe);
         Self::with_blob_signer(blob, options, stats)
     }
 
-    /// A signer over any [`BlobSigner`] (tests, embedders).
+    /// A signer over any [`BlobSigner`] (tests, embedders), in the universe
+    /// `options.credentials.universe_domain` (default `googleapis.com`).
     pub fn with_blob_signer(
         blob: Arc<dyn BlobSigner>,
         options: SignerOptions,
@@ -176,6 +183,12 @@ impl UrlSigner {
             Some(config) => Some(UrlCache::new(config, stats.clone())?),
             None => None,
         };
+        let universe = match options.credentials.universe_domain.as_deref() {
+            Some(u) => universe::normalize(u, "the `universe_domain:` option")?,
+            None => universe::DEFAULT.to_string(),
+        };
+        let storage_host =
+            (universe != universe::DEFAULT).then(|| universe::storage_host(&universe));
         Ok(UrlSigner {
             inner: Arc::new(Inner {
                 blob,
@@ -183,6 +196,8 @@ impl UrlSigner {
                 stats,
                 clock: options.clock,
                 timeout: options.timeout,
+                universe,
+                storage_host,
             }),
         })
     }
@@ -190,6 +205,11 @@ impl UrlSigner {
     /// The credential this signer signs with (never a secret).
     pub fn identity(&self) -> &str {
         self.inner.blob.identity()
+    }
+
+    /// The universe domain this signer signs in (`googleapis.com` unless set).
+    pub fn universe_domain(&self) -> &str {
+        &self.inner.universe
     }
 
     pub fn cache_config(&self) -> Option<CacheConfig> {
@@ -229,7 +249,15 @@ impl UrlSigner {
     ///
     /// `timestamp` pins the signing time (conformance tests, reproducible
     /// URLs) and bypasses the cache.
-    pub fn plan(&self, req: UrlRequest, expiry: Expiry, timestamp: Option<i64>) -> Result<Plan> {
+    pub fn plan(
+        &self,
+        mut req: UrlRequest,
+        expiry: Expiry,
+        timestamp: Option<i64>,
+    ) -> Result<Plan> {
+        if req.host.is_none() {
+            req.host.clone_from(&self.inner.storage_host);
+        }
         req.validate()?;
         let now_micros = match timestamp {
             Some(t) => t

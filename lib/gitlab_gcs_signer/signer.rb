@@ -40,9 +40,20 @@ module GitlabGcsSigner
     # max_sign_blob_per_minute, max_sign_blob_in_flight: the client-side quota guard.
     # shared_cache:           nil, an ActiveSupport::Cache::Store (e.g. Rails.cache) or a
     #                         GitlabGcsSigner::SharedCache: signBlob URLs shared by every process.
+    # universe_domain:        default ENV["GOOGLE_CLOUD_UNIVERSE_DOMAIN"], else the credentials file's
+    #                         `universe_domain`, else googleapis.com: the default storage host
+    #                         (storage.UNIVERSE) and IAM endpoint (https://iamcredentials.UNIVERSE).
     def initialize(credentials: nil, service_account_email: nil, metadata_host: nil, iam_endpoint: nil,
                    delegates: [], cache: {}, timeout: 10, max_sign_blob_per_minute: 6000,
-                   max_sign_blob_in_flight: 64, clock: nil, shared_cache: nil)
+                   max_sign_blob_in_flight: 64, clock: nil, shared_cache: nil, universe_domain: nil)
+      # What for_account needs to build the same signer for another account.
+      @config = { credentials: credentials, metadata_host: metadata_host, iam_endpoint: iam_endpoint,
+                  delegates: delegates, cache: cache, timeout: timeout,
+                  max_sign_blob_per_minute: max_sign_blob_per_minute,
+                  max_sign_blob_in_flight: max_sign_blob_in_flight, clock: clock, shared_cache: shared_cache,
+                  universe_domain: universe_domain }.freeze
+      @accounts = {}
+      @accounts_lock = Mutex.new
       @native = Native::Signer.new(
         credentials_arg(credentials),
         optional_string(service_account_email, :service_account_email),
@@ -53,7 +64,8 @@ module GitlabGcsSigner
         number(timeout, :timeout).to_f,
         integer(max_sign_blob_per_minute, :max_sign_blob_per_minute, 1..1_000_000),
         integer(max_sign_blob_in_flight, :max_sign_blob_in_flight, 1..10_000),
-        clock_arg(clock)
+        clock_arg(clock),
+        optional_string(universe_domain, :universe_domain)
       )
       @identity = @native.identity
       @shared_cache = shared_cache_arg(shared_cache, cache, timeout)
@@ -64,6 +76,14 @@ module GitlabGcsSigner
     # Instrumented as GitlabGcsSigner::SIGN_URL_EVENT (see observability.rb).
     def signed_url(**request)
       Observability.signed_url(@native, native_request(**request), @shared_cache)
+    end
+
+    # signed_url for the fog shim, with positional arguments (no keyword
+    # Hash to build and take apart on a cache hit). @api private
+    def fog_signed_url(version, method, scheme, host, bucket, object, headers, query, expires_at, v2_path)
+      args = [VERSION_NAMES.fetch(version), method, bucket, object_arg(object), hash_arg(headers, :headers),
+              hash_arg(query, :query), scheme, host, "path", nil, v2_path, nil, epoch(expires_at, :expires_at), nil]
+      Observability.signed_url(@native, args, @shared_cache)
     end
 
     # The string the URL for the same arguments signs: compare it with what
@@ -83,6 +103,29 @@ module GitlabGcsSigner
     # The signing service account's email (may ask the metadata server once).
     def email
       Observability.observe("looking up the service account email") { @native.email }
+    end
+
+    # The universe domain this signer signs in ("googleapis.com" unless set).
+    def universe_domain
+      @native.universe_domain
+    end
+
+    # This signer if it signs as `email`, else a signer for that account
+    # built the same way (same token, endpoints and options; signBlob with
+    # service_account_email: email), one per account. nil when this signer
+    # cannot sign as another account (a service-account key, an
+    # impersonation file: their account is fixed).
+    def for_account(email)
+      email = string(email, :email)
+      return self if email == self.email
+
+      @accounts_lock.synchronize do
+        return @accounts[email] if @accounts.key?(email)
+
+        other = identity.start_with?("iam:") ? Signer.new(**@config, service_account_email: email) : nil
+        # An impersonation file ignores service_account_email: refuse rather than sign as its target.
+        @accounts[email] = other && other.email == email ? other : nil
+      end
     end
 
     # Counters: hits, misses, coalesced waits, signBlob calls and errors by
