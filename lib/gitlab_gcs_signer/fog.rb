@@ -161,8 +161,10 @@ module GitlabGcsSigner
         return if @lock.synchronize { @warned.key?(key) || !(@warned[key] = true) }
 
         what = account ? "as #{account}" : "with #{auth_class} credentials"
-        warn "gitlab-gcs-signer: a fog-google connection signs #{what}, which the gem's signer " \
-             "(#{default.identity}) cannot sign as; leaving such connections to fog-google"
+        GitlabGcsSigner.logger.warn do
+          "gitlab-gcs-signer: a fog-google connection signs #{what}, which the gem's signer " \
+            "(#{default.identity}) cannot sign as; leaving such connections to fog-google"
+        end
       end
 
       def addressable_paths?
