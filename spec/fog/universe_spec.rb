@@ -93,13 +93,21 @@ RSpec.describe "Universe domains", :emulator, :fog do
       FileUtils.rm_rf(@dir) if @dir
     end
 
-    # Runs Ruby code in a child that sees the test /etc/hosts and trusts the test CA.
+    # Runs Ruby code in a child that sees the test /etc/hosts (bind-mounted
+    # over /etc/hosts in its own mount namespace, by mount(2) through Fiddle:
+    # no mount binary needed) and trusts the test CA.
     def child(code, env = {})
       lib = File.expand_path("../../lib", __dir__)
-      ruby = [RbConfig.ruby, *fog_lib_args, "-I", lib, "-e", code].map { |a| "'#{a.gsub("'", "'\\\\''")}'" }.join(" ")
-      inner = "mount --bind #{@dir}/hosts /etc/hosts && exec #{ruby}"
+      # A root without /etc/hosts (the sid test root) gets an empty one to mount over.
+      prelude = <<~RUBY
+        File.write("/etc/hosts", "") unless File.exist?("/etc/hosts")
+        require "fiddle"
+        mount = Fiddle::Function.new(Fiddle.dlopen(nil)["mount"], [Fiddle::TYPE_VOIDP] * 3 + [Fiddle::TYPE_LONG, Fiddle::TYPE_VOIDP], Fiddle::TYPE_INT)
+        raise "bind-mounting the test /etc/hosts failed" unless mount.call(#{File.join(@dir, 'hosts').inspect}, "/etc/hosts", nil, 4096, nil).zero?
+      RUBY
       env = { "SSL_CERT_FILE" => @front.ca_file, "GCS_SIGNER_IAM_ENDPOINT" => nil }.merge(env)
-      out = IO.popen(env, ["unshare", "-m", "sh", "-c", inner], err: [:child, :out], &:read)
+      out = IO.popen(env, ["unshare", "-m", RbConfig.ruby, *fog_lib_args, "-I", lib, "-e", prelude + code],
+                     err: %i[child out], &:read)
       JSON.parse(out.lines.last.to_s)
     rescue JSON::ParserError
       raise "child failed: #{out}"
