@@ -46,12 +46,14 @@ module GitlabGcsSigner
     def initialize(credentials: nil, service_account_email: nil, metadata_host: nil, iam_endpoint: nil,
                    delegates: [], cache: {}, timeout: 10, max_sign_blob_per_minute: 6000,
                    max_sign_blob_in_flight: 64, clock: nil, shared_cache: nil, universe_domain: nil)
-      # What for_account needs to build the same signer for another account.
-      @config = { credentials: credentials, metadata_host: metadata_host, iam_endpoint: iam_endpoint,
+      # What for_account needs to build the same signer for another account
+      # (never the credentials: only a signer without them can sign as another account).
+      @config = { metadata_host: metadata_host, iam_endpoint: iam_endpoint,
                   delegates: delegates, cache: cache, timeout: timeout,
                   max_sign_blob_per_minute: max_sign_blob_per_minute,
                   max_sign_blob_in_flight: max_sign_blob_in_flight, clock: clock, shared_cache: shared_cache,
                   universe_domain: universe_domain }.freeze
+      @config = nil unless credentials.nil?
       @accounts = {}
       @accounts_lock = Mutex.new
       @native = Native::Signer.new(
@@ -113,8 +115,9 @@ module GitlabGcsSigner
     # This signer if it signs as `email`, else a signer for that account
     # built the same way (same token, endpoints and options; signBlob with
     # service_account_email: email), one per account. nil when this signer
-    # cannot sign as another account (a service-account key, an
-    # impersonation file: their account is fixed).
+    # cannot sign as another account: built with credentials: (a key or an
+    # impersonation file: their account is fixed), or whatever Application
+    # Default Credentials found does not sign through signBlob as asked.
     def for_account(email)
       email = string(email, :email)
       return self if email == self.email
@@ -122,7 +125,7 @@ module GitlabGcsSigner
       @accounts_lock.synchronize do
         return @accounts[email] if @accounts.key?(email)
 
-        other = identity.start_with?("iam:") ? Signer.new(**@config, service_account_email: email) : nil
+        other = @config && identity.start_with?("iam:") ? Signer.new(**@config, service_account_email: email) : nil
         # An impersonation file ignores service_account_email: refuse rather than sign as its target.
         @accounts[email] = other && other.email == email ? other : nil
       end
