@@ -7,7 +7,8 @@
 //! (google-apis-core's `https://iamcredentials.UNIVERSE_DOMAIN/` template,
 //! fog-google 1.29's `storage_host_for_universe`). The universe comes from,
 //! in order: the `universe_domain:` option, `GOOGLE_CLOUD_UNIVERSE_DOMAIN`,
-//! the credentials file's `universe_domain` field (docs/universe-domains.md).
+//! the credentials file's `universe_domain` field, and, only when asked
+//! (`universe_from_metadata`), the metadata server (docs/gitlab.md).
 
 use crate::credentials::Env;
 use crate::error::{Error, Result};
@@ -48,6 +49,12 @@ pub fn normalize(value: &str, from: &str) -> Result<String> {
             crate::request::shown(value)
         )))
     }
+}
+
+/// Whether the option or [`ENV_VAR`] names a universe.
+pub fn configured(option: Option<&str>, env: &dyn Env) -> bool {
+    option.is_some_and(|u| !u.trim().is_empty())
+        || env.var(ENV_VAR).is_some_and(|u| !u.trim().is_empty())
 }
 
 /// The universe in force: `option`, else [`ENV_VAR`], else the credentials

@@ -43,16 +43,22 @@ module GitlabGcsSigner
     # universe_domain:        default ENV["GOOGLE_CLOUD_UNIVERSE_DOMAIN"], else the credentials file's
     #                         `universe_domain`, else googleapis.com: the default storage host
     #                         (storage.UNIVERSE) and IAM endpoint (https://iamcredentials.UNIVERSE).
+    # universe_domain_from_metadata: true asks the metadata server for the universe (a 404 means
+    #                         googleapis.com) when neither of the first two names one and the
+    #                         credentials are the metadata server's. Off by default: it is the one
+    #                         network call Signer.new then makes.
     def initialize(credentials: nil, service_account_email: nil, metadata_host: nil, iam_endpoint: nil,
                    delegates: [], cache: {}, timeout: 10, max_sign_blob_per_minute: 6000,
-                   max_sign_blob_in_flight: 64, clock: nil, shared_cache: nil, universe_domain: nil)
+                   max_sign_blob_in_flight: 64, clock: nil, shared_cache: nil, universe_domain: nil,
+                   universe_domain_from_metadata: false)
       # What for_account needs to build the same signer for another account
       # (never the credentials: only a signer without them can sign as another account).
       @config = { metadata_host: metadata_host, iam_endpoint: iam_endpoint,
                   delegates: delegates, cache: cache, timeout: timeout,
                   max_sign_blob_per_minute: max_sign_blob_per_minute,
                   max_sign_blob_in_flight: max_sign_blob_in_flight, clock: clock, shared_cache: shared_cache,
-                  universe_domain: universe_domain }.freeze
+                  universe_domain: universe_domain,
+                  universe_domain_from_metadata: universe_domain_from_metadata }.freeze
       @config = nil unless credentials.nil?
       @accounts = {}
       @accounts_lock = Mutex.new
@@ -67,7 +73,8 @@ module GitlabGcsSigner
         integer(max_sign_blob_per_minute, :max_sign_blob_per_minute, 1..1_000_000),
         integer(max_sign_blob_in_flight, :max_sign_blob_in_flight, 1..10_000),
         clock_arg(clock),
-        optional_string(universe_domain, :universe_domain)
+        optional_string(universe_domain, :universe_domain),
+        universe_domain_from_metadata ? true : false
       )
       @identity = @native.identity
       @shared_cache = shared_cache_arg(shared_cache, cache, timeout)

@@ -43,6 +43,18 @@ RSpec.describe "Universe domains", :emulator, :fog do
       end
     end
 
+    it "asks the metadata server only when told to (universe_domain_from_metadata:), a 404 meaning googleapis.com" do
+      emulator.client.configure(universe_domain: "md.test")
+      expect(keyless_signer.universe_domain).to eq("googleapis.com") # off by default: no lookup
+      expect(emulator.stats["metadata_requests"].to_i).to eq(0)
+      expect(keyless_signer(universe_domain_from_metadata: true).universe_domain).to eq("md.test")
+      # The option and the variable still come first (and then there is no lookup).
+      expect(keyless_signer(universe_domain_from_metadata: true, universe_domain: universe).universe_domain).to eq(universe)
+      emulator.client.configure(universe_domain: nil)
+      expect(keyless_signer(universe_domain_from_metadata: true).universe_domain).to eq("googleapis.com")
+      expect(emulator.stats["metadata_requests"].to_i).to eq(2)
+    end
+
     it "refuses a universe that is not a domain name" do
       ["localhost", "evil.test/x", "a.test:443", "a..test"].each do |bad|
         expect { GitlabGcsSigner::Signer.new(credentials: CONFORMANCE_KEY, universe_domain: bad) }

@@ -60,6 +60,10 @@ pub struct CredentialOptions {
     /// credentials file's field, else `googleapis.com`): sets the default
     /// IAM endpoint, see [`crate::universe`].
     pub universe_domain: Option<String>,
+    /// Ask the metadata server for the universe when neither the option
+    /// nor `GOOGLE_CLOUD_UNIVERSE_DOMAIN` names one and the credentials are
+    /// the metadata server's (off by default, like googleauth's check).
+    pub universe_from_metadata: bool,
     pub quota: QuotaConfig,
     /// Overall budget of one signBlob signature, retries included.
     pub timeout: Duration,
@@ -74,6 +78,7 @@ impl Default for CredentialOptions {
             iam_endpoint: None,
             delegates: Vec::new(),
             universe_domain: None,
+            universe_from_metadata: false,
             quota: QuotaConfig::default(),
             timeout: iam::DEFAULT_TIMEOUT,
         }
@@ -133,13 +138,32 @@ pub fn discover_universe_with(
             env,
         );
     }
-    let universe = universe::resolve(opts.universe_domain.as_deref(), env, None)?;
-    let opts = &in_universe(opts, &universe);
     let metadata = MetadataClient::new(opts.metadata_host.as_deref(), env);
+    let universe = if opts.universe_from_metadata
+        && !universe::configured(opts.universe_domain.as_deref(), env)
+    {
+        metadata_universe(&metadata, opts.timeout)?
+    } else {
+        universe::resolve(opts.universe_domain.as_deref(), env, None)?
+    };
+    let opts = &in_universe(opts, &universe);
     Ok((
         Arc::new(metadata_signer(metadata, opts, stats, env)?),
         universe,
     ))
+}
+
+/// The metadata server's universe (a blocking lookup: only with
+/// `universe_from_metadata`, when the signer is built).
+fn metadata_universe(metadata: &Arc<MetadataClient>, timeout: Duration) -> Result<String> {
+    let m = metadata.clone();
+    let deadline = std::time::Instant::now() + timeout;
+    let found = crate::runtime::block_on(
+        async move { m.fetch_universe().await },
+        &crate::cancel::Cancel::new(),
+        Some(deadline),
+    )?;
+    universe::normalize(&found, "the metadata server")
 }
 
 fn in_universe(opts: &CredentialOptions, universe: &str) -> CredentialOptions {

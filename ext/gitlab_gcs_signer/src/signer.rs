@@ -39,7 +39,8 @@ impl Plan {
 impl Signer {
     /// new(credentials, service_account_email, metadata_host, iam_endpoint,
     ///     delegates, cache [ratio, max_extension, max_entries] | nil,
-    ///     timeout, max_per_minute, max_in_flight, clock | nil, universe_domain | nil)
+    ///     timeout, max_per_minute, max_in_flight, clock | nil, universe_domain | nil,
+    ///     universe_from_metadata)
     fn new(ruby: &Ruby, args: &[Value]) -> Result<Self, Error> {
         let mut credentials = CredentialOptions {
             credentials: opt_text(ruby, args, 0, "credentials")?,
@@ -48,6 +49,7 @@ impl Signer {
             iam_endpoint: opt_text(ruby, args, 3, "iam_endpoint")?,
             delegates: arg(ruby, args, 4, "delegates")?,
             universe_domain: opt_text(ruby, args, 10, "universe_domain")?,
+            universe_from_metadata: arg(ruby, args, 11, "universe_from_metadata")?,
             ..CredentialOptions::default()
         };
         let cache: Option<(f64, i64, usize)> = arg(ruby, args, 5, "cache")?;
