@@ -29,6 +29,13 @@ module GitlabGcsSigner
     # max_sign_blob_per_minute, max_sign_blob_in_flight: the client-side quota guard.
     # shared_cache:           nil, an ActiveSupport::Cache::Store (e.g. Rails.cache) or a
     #                         GitlabGcsSigner::SharedCache: signBlob URLs shared by every process.
+    # universe_domain:        default ENV["GOOGLE_CLOUD_UNIVERSE_DOMAIN"], else the credentials file's
+    #                         `universe_domain`, else googleapis.com: the default storage host
+    #                         (storage.UNIVERSE) and IAM endpoint (https://iamcredentials.UNIVERSE).
+    # universe_domain_from_metadata: true asks the metadata server for the universe (a 404 means
+    #                         googleapis.com) when neither of the first two names one and the
+    #                         credentials are the metadata server's. Off by default: it is the one
+    #                         network call Signer.new then makes.
     #
     # Defaults and limits: GitlabGcsSigner::DEFAULTS. Every option but
     # shared_cache: is converted and checked once, by the native extension
@@ -41,6 +48,11 @@ module GitlabGcsSigner
       end
 
       @native = Native::Signer.new(options)
+      # What for_account needs to build the same signer for another account
+      # (never with credentials: only a signer without them can sign as another account).
+      @config = credentials.nil? ? options.merge(shared_cache: shared_cache).freeze : nil
+      @accounts = {}
+      @accounts_lock = Mutex.new
       @identity = @native.identity
       @shared_cache = shared_cache_arg(shared_cache, options[:cache],
                                        options.fetch(:timeout, DEFAULTS[:signer][:timeout]))
@@ -55,6 +67,17 @@ module GitlabGcsSigner
     # bucket_bound_hostname:, v2_path:, timestamp:; README "API") are
     # converted and checked once, natively, into the core's UrlRequest.
     def signed_url(**request)
+      Observability.signed_url(@native, request, @shared_cache)
+    end
+
+    # signed_url for the fog shim: the request Hash built directly, with no
+    # keyword splat on the cache-hit path. @api private
+    def fog_signed_url(version, method, scheme, host, bucket, object, headers, query, expires_at, v2_path)
+      request = { version: version, method: method, scheme: scheme, host: host, bucket: bucket, object: object,
+                  expires_at: expires_at }
+      request[:headers] = headers if headers
+      request[:query] = query if query
+      request[:v2_path] = v2_path if v2_path
       Observability.signed_url(@native, request, @shared_cache)
     end
 
@@ -74,6 +97,30 @@ module GitlabGcsSigner
     # The signing service account's email (may ask the metadata server once).
     def email
       Observability.observe("looking up the service account email") { @native.email }
+    end
+
+    # The universe domain this signer signs in ("googleapis.com" unless set).
+    def universe_domain
+      @native.universe_domain
+    end
+
+    # This signer if it signs as `email`, else a signer for that account
+    # built the same way (same token, endpoints and options; signBlob with
+    # service_account_email: email), one per account. nil when this signer
+    # cannot sign as another account: built with credentials: (a key or an
+    # impersonation file: their account is fixed), or whatever Application
+    # Default Credentials found does not sign through signBlob as asked.
+    def for_account(email)
+      raise ArgumentError, "email must be a String, got #{email.class}" unless email.is_a?(String)
+      return self if email == self.email
+
+      @accounts_lock.synchronize do
+        return @accounts[email] if @accounts.key?(email)
+
+        other = @config && identity.start_with?("iam:") ? Signer.new(**@config.merge(service_account_email: email)) : nil
+        # An impersonation file ignores service_account_email: refuse rather than sign as its target.
+        @accounts[email] = other && other.email == email ? other : nil
+      end
     end
 
     # Counters: hits, misses, coalesced waits, signBlob calls and errors by
