@@ -14,8 +14,7 @@
 # RbConfig and headers, not the Ruby itself: NativeGem.rbconfig runs that Ruby
 # once (on the host, or in a root such as script/sid's) to dump its RbConfig,
 # with the header directories made host paths, and rb-sys reads the dump
-# through a stand-in `ruby` (the RUBY variable). One cargo target directory
-# serves all Rubies: only rb-sys, magnus and the binding are rebuilt per Ruby.
+# through a stand-in `ruby` (the RUBY variable).
 #
 # Which Rubies: NATIVE_RUBIES, space-separated, each "host" (this Ruby), "sid"
 # (script/sid's root, when script/sid exists) or the path of a ruby
@@ -24,6 +23,7 @@
 # is refused unless NATIVE_ALLOW_GAPS=1 (test builds on a machine without
 # that Ruby).
 
+require "digest"
 require "fileutils"
 require "rbconfig"
 require "rubygems/package"
@@ -63,8 +63,13 @@ module NativeGem
     { "PATH" => path.join(File::PATH_SEPARATOR) }
   end
 
-  def target_dir
-    ENV.fetch("NATIVE_TARGET_DIR") { ENV.fetch("CARGO_TARGET_DIR", File.join(ROOT, "target")) }
+  # One cargo target directory per platform and Ruby minor: a rebuild after
+  # a change recompiles the crates that changed, nothing when nothing did
+  # (one directory for all would rebuild rb-sys, magnus and the binding for
+  # each Ruby on every run). NATIVE_TARGET_DIR keeps them outside the clone.
+  def target_dir(platform, minor)
+    base = ENV.fetch("NATIVE_TARGET_DIR") { File.join(ENV.fetch("CARGO_TARGET_DIR", File.join(ROOT, "target")), "native") }
+    File.join(base, "#{platform}-#{minor}")
   end
 
   def rubies
@@ -96,7 +101,9 @@ module NativeGem
     dir = File.join(WORK, platform, minor)
     FileUtils.mkdir_p(dir)
     FileUtils.mv(dump, File.join(dir, "rbconfig.dump"))
-    stand_in = File.join(dir, "ruby")
+    # Named after the dump: cargo reruns rb-sys's build script when RUBY
+    # changes, so another Ruby (even the same minor) means a rebuild.
+    stand_in = File.join(dir, "ruby-#{Digest::SHA256.file(File.join(dir, 'rbconfig.dump')).hexdigest[0, 12]}")
     File.write(stand_in, "#!/bin/sh\n# rb-sys asks `$RUBY -e ...` for RbConfig: answer with #{ruby[:name]}'s.\n" \
                          "exec cat \"$(dirname \"$0\")/rbconfig.dump\"\n")
     File.chmod(0o755, stand_in)
@@ -109,11 +116,12 @@ module NativeGem
     target = TARGETS.fetch(platform)
     puts "==> #{platform} Ruby #{minor} (#{ruby[:name]}): cargo zigbuild --target #{target}"
     started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    cargo_dir = target_dir(platform, minor)
     Dir.chdir(ROOT) do
       system(env.merge("RUBY" => stand_in), "cargo", "zigbuild", "--release", "--locked", "-p", "gitlab-gcs-signer-ext",
-             "--target", target, "--target-dir", target_dir, exception: true)
+             "--target", target, "--target-dir", cargo_dir, exception: true)
     end
-    built = File.join(target_dir, target.sub(/\.\d+\.\d+\z/, ""), "release", "libgitlab_gcs_signer.so")
+    built = File.join(cargo_dir, target.sub(/\.\d+\.\d+\z/, ""), "release", "libgitlab_gcs_signer.so")
     so = File.join(WORK, platform, minor, SO)
     FileUtils.cp(built, so)
     puts format("    %s (%d KiB) in %.0f s", so.delete_prefix("#{ROOT}/"), File.size(so) / 1024,
