@@ -40,6 +40,13 @@ RSpec.describe "the gems built from this repository" do
     entries
   end
 
+  it "has one version: the gems' (lib/gitlab_gcs_signer/version.rb) is the Cargo workspace's" do
+    cargo = File.read(File.join(root, "Cargo.toml"))[/^\[workspace\.package\]\n(?:.*\n)*?version = "([^"]+)"/, 1]
+    expect(cargo).to eq(GitlabGcsSigner::VERSION)
+    expect(@gems.values.map { |gem| gem.spec.version.to_s }).to eq([GitlabGcsSigner::VERSION] * 2)
+    expect(File.read(File.join(root, "CHANGELOG.md"))).to match(/^## #{Regexp.escape(GitlabGcsSigner::VERSION)} /)
+  end
+
   describe "gitlab-gcs-signer (runtime)" do
     let(:files) { packed("gitlab-gcs-signer") }
 
