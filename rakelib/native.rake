@@ -18,7 +18,10 @@
 #
 # Which Rubies: NATIVE_RUBIES, space-separated, each "host" (this Ruby), "sid"
 # (script/sid's root, when script/sid exists) or the path of a ruby
-# executable; default "host sid". A gem whose Ruby minors have a gap (3.1 and
+# executable; default "host sid". "RUBY+PATH/rbconfig.rb" reads another
+# architecture's rbconfig.rb (from its Debian libruby package, headers from
+# its ruby-dev, unpacked side by side) with RUBY, which must be the same Ruby
+# version: how aarch64-linux is built on x86_64 (RELEASING.md). A gem whose Ruby minors have a gap (3.1 and
 # 3.3 without 3.2) would install on the missing one and fail to load, so it
 # is refused unless NATIVE_ALLOW_GAPS=1 (test builds on a machine without
 # that Ruby).
@@ -36,24 +39,28 @@ module NativeGem
   # Versions of the build tools, pinned (cargo install --locked).
   ZIGLANG_VERSION = "0.17.1"
   CARGO_ZIGBUILD_VERSION = "0.24.1"
-  # Gem platform => cargo-zigbuild target. The ".2.28" suffix selects the
-  # glibc version zig links against (the oldest glibc the .so will need).
+  # The glibc zig links against: the oldest one the .so files load on
+  # (RHEL 8, Debian 10); script/native-gem-check enforces it.
+  GLIBC = "2.28"
+  # Gem platform => cargo-zigbuild target (the suffix selects the glibc).
   TARGETS = {
-    "x86_64-linux" => "x86_64-unknown-linux-gnu.2.28",
-    "aarch64-linux" => "aarch64-unknown-linux-gnu.2.28"
+    "x86_64-linux" => "x86_64-unknown-linux-gnu.#{GLIBC}",
+    "aarch64-linux" => "aarch64-unknown-linux-gnu.#{GLIBC}"
   }.freeze
-  MAX_GLIBC = "2.28"
   SO = "gitlab_gcs_signer.so"
 
   # Prints RbConfig::CONFIG in rb-sys's format (key \x1F value, \x1E between
   # pairs), header directories prefixed with the root the Ruby runs in, and
   # writes it to ARGV[1]; prints the Ruby's minor version.
+  # With a third argument, the RbConfig is that rbconfig.rb's (another
+  # architecture's, of the same Ruby version: its paths follow its location).
   DUMP = <<~'RUBY'
-    root, out = ARGV
+    root, out, foreign = ARGV
+    foreign.to_s.empty? ? require("rbconfig") : load(foreign)
     config = RbConfig::CONFIG.dup
     %w[rubyhdrdir rubyarchhdrdir].each { |key| config[key] = File.join(root, config[key]) unless root.empty? }
     File.write(out, config.map { |pair| pair.join("\x1F") }.join("\x1E"))
-    print RUBY_VERSION[/\A\d+\.\d+/]
+    print "#{config["MAJOR"]}.#{config["MINOR"]}"
   RUBY
 
   module_function
@@ -75,11 +82,13 @@ module NativeGem
   def rubies
     names = ENV.fetch("NATIVE_RUBIES") { File.exist?(File.join(ROOT, "script", "sid")) ? "host sid" : "host" }.split
     names.map do |name|
-      case name
-      when "host" then { name: name, run: [RbConfig.ruby], root: "" }
-      when "sid" then { name: name, run: [File.join(ROOT, "script", "sid"), "ruby"], root: sid_root }
-      else { name: name, run: [File.expand_path(name)], root: "" }
-      end
+      runner, foreign = name.split("+", 2)
+      ruby = case runner
+             when "host" then { name: name, run: [RbConfig.ruby], root: "" }
+             when "sid" then { name: name, run: [File.join(ROOT, "script", "sid"), "ruby"], root: sid_root }
+             else { name: name, run: [File.expand_path(runner)], root: "" }
+             end
+      foreign ? ruby.merge(root: "", rbconfig: File.expand_path(foreign)) : ruby
     end
   end
 
@@ -93,9 +102,9 @@ module NativeGem
   # stand-in `ruby` that rb-sys runs. Returns [minor, stand-in path].
   def rbconfig(ruby, platform)
     FileUtils.mkdir_p(WORK)
-    dump = File.join(WORK, "rbconfig-#{ruby[:name].tr('/', '_')}.dump")
+    dump = File.join(WORK, "rbconfig-#{ruby[:name].tr('/+', '__')}.dump")
     # The repository is mounted at the same path in script/sid's root.
-    minor = IO.popen([*ruby[:run], "--disable-gems", "-rrbconfig", "-e", DUMP, ruby[:root], dump], &:read)
+    minor = IO.popen([*ruby[:run], "--disable-gems", "-e", DUMP, ruby[:root], dump, ruby[:rbconfig].to_s], &:read)
     raise "#{ruby[:run].join(' ')} could not dump its RbConfig" unless $?.success? && minor.match?(/\A\d+\.\d+\z/)
 
     dir = File.join(WORK, platform, minor)
