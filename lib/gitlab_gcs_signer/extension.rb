@@ -5,8 +5,9 @@ require "rbconfig"
 module GitlabGcsSigner
   # Finds and loads the native extension (gitlab_gcs_signer.so), in order:
   #
-  # 1. a platform gem's prebuilt one for this Ruby's minor version,
-  #    lib/gitlab_gcs_signer/3.3/gitlab_gcs_signer.so (`rake native:gem`);
+  # 1. one for this Ruby's minor version, gitlab_gcs_signer/3.3/gitlab_gcs_signer.so
+  #    in a load path directory (a platform gem's lib/, from `rake native:gem`;
+  #    a build installed under RUBYLIB) or next to this file;
   # 2. `rake compile`'s, next to this file (a source checkout);
   # 3. the one `gem install` compiled from source, in the gem's extension
   #    directory (on the load path).
@@ -37,7 +38,8 @@ module GitlabGcsSigner
 
     def candidates
       file = "#{NAME}.#{RbConfig::CONFIG['DLEXT']}"
-      [File.join(DIR, ruby_minor, file), File.join(DIR, file)]
+      by_minor = ($LOAD_PATH.map(&:to_s) + [File.dirname(DIR)]).map { |dir| File.join(dir, NAME, ruby_minor, file) }
+      by_minor + [File.join(DIR, file)]
     end
 
     # Minor versions a platform gem has extensions for.

@@ -34,9 +34,9 @@ RSpec.describe GitlabGcsSigner::Extension do
   end
 
   # Loads the copy in a fresh Ruby; returns [loaded extension path or nil, stderr, success].
-  def load_copy
+  def load_copy(rubylib: nil)
     script = 'require "gitlab_gcs_signer"; print $LOADED_FEATURES.grep(/gitlab_gcs_signer\.so\z/).first'
-    out, err, status = Open3.capture3({ "RUBYOPT" => nil, "RUBYLIB" => nil }, RbConfig.ruby, "-I", @lib, "-e", script,
+    out, err, status = Open3.capture3({ "RUBYOPT" => nil, "RUBYLIB" => rubylib }, RbConfig.ruby, "-I", @lib, "-e", script,
                                       chdir: Dir.tmpdir)
     [out.empty? ? nil : out, err, status.success?]
   end
@@ -53,6 +53,14 @@ RSpec.describe GitlabGcsSigner::Extension do
     FileUtils.cp(compiled, place(minor))
     FileUtils.cp(compiled, place("."))
     expect(load_copy.first).to eq(File.join(@lib, "gitlab_gcs_signer", minor, so_name))
+  end
+
+  it "finds one for this minor version in another load path directory first (a build installed under RUBYLIB)" do
+    other = File.join(File.dirname(@lib), "other")
+    FileUtils.mkdir_p(File.join(other, "gitlab_gcs_signer", minor))
+    FileUtils.cp(compiled, File.join(other, "gitlab_gcs_signer", minor))
+    FileUtils.cp(compiled, place("."))
+    expect(load_copy(rubylib: other).first).to eq(File.join(other, "gitlab_gcs_signer", minor, so_name))
   end
 
   it "falls back to the compiled extension of a source checkout or install" do
