@@ -9,12 +9,13 @@ require "tmpdir"
 # this Ruby's minor version first, then `rake compile`'s, then the one a
 # source install compiled; a prebuilt file that fails to load is reported,
 # never hidden by a fallback. Each case is a copy of lib/ in a temporary
-# directory (the .so from `rake compile` placed as the case needs) loaded by a
-# fresh Ruby.
+# directory (the extension this Ruby loaded placed as the case needs) loaded
+# by a fresh Ruby.
 RSpec.describe GitlabGcsSigner::Extension do
   lib = File.expand_path("../../lib", __dir__)
   so_name = "gitlab_gcs_signer.#{RbConfig::CONFIG['DLEXT']}"
-  compiled = File.join(lib, "gitlab_gcs_signer", so_name)
+  # The build this Ruby loaded (rake compile's; on sid, script/suite's under RUBYLIB).
+  compiled = $LOADED_FEATURES.grep(/gitlab_gcs_signer\.#{RbConfig::CONFIG['DLEXT']}\z/).first
   minor = RUBY_VERSION[/\A\d+\.\d+/]
 
   around do |example|
