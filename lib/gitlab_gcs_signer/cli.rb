@@ -126,9 +126,12 @@ module GitlabGcsSigner
       return nil unless path
 
       if TESTING_COMMANDS.include?(name)
+        feature = "gitlab_gcs_signer/#{path}"
         begin
-          require "gitlab_gcs_signer/#{path}"
-        rescue LoadError
+          require feature
+        rescue LoadError => e
+          raise unless e.path == feature # the gem is there, something it needs is not: say that
+
           raise Unavailable, "the #{name} command is in the #{TESTING_GEM} gem, which is not installed " \
                              "(gem install #{TESTING_GEM}, or run it from a source checkout)"
         end

@@ -1,7 +1,9 @@
 # frozen_string_literal: true
 
+require "fileutils"
 require "open3"
 require "rbconfig"
+require "tmpdir"
 
 # `gitlab-gcs-signer bench|emulator` live in the gitlab-gcs-signer-testing
 # gem: the runtime gem's CLI finds them on the load path, and without that gem
@@ -31,6 +33,18 @@ RSpec.describe "gitlab-gcs-signer bench/emulator without the testing gem" do
       expect(status.exitstatus).to eq(0), err
       expect(out).to start_with("Usage: gitlab-gcs-signer #{name} ")
     end
+  end
+
+  it "reports what the testing gem itself cannot load (not as a missing testing gem)" do
+    broken = Dir.mktmpdir("testing-lib")
+    FileUtils.mkdir_p(File.join(broken, "gitlab_gcs_signer", "cli"))
+    File.write(File.join(broken, "gitlab_gcs_signer", "cli", "emulator.rb"), 'require "no_such_dependency_of_the_emulator"')
+    _out, err, status = run(lib, broken, %w[emulator --help], cli)
+    expect(status.exitstatus).to eq(1)
+    expect(err).to include("cannot load such file -- no_such_dependency_of_the_emulator")
+    expect(err).not_to include("is not installed")
+  ensure
+    FileUtils.rm_rf(broken)
   end
 
   it "lists the two commands as the testing gem's in the help" do
