@@ -154,7 +154,10 @@ module NativeGem
 
   def check_gaps!(minors)
     versions = minors.map { |m| Gem::Version.new(m) }.sort
-    gaps = versions.each_cons(2).reject { |a, b| b.segments[1] == a.segments[1] + 1 && b.segments[0] == a.segments[0] }
+    # 3.3 -> 4.0 is no gap; 3.1 -> 3.3 is.
+    gaps = versions.each_cons(2).reject do |a, b|
+      b.segments[0] == a.segments[0] ? b.segments[1] == a.segments[1] + 1 : b.segments[1].zero?
+    end
     return if gaps.empty?
 
     message = "Ruby minors #{minors.join(', ')} have a gap: the gem would install on the missing one and not load"
@@ -163,15 +166,16 @@ module NativeGem
     warn "WARNING: #{message} (NATIVE_ALLOW_GAPS=1)"
   end
 
-  # Packs the built .so files of +platform+ into pkg/; returns the gem's path.
-  def package(platform)
-    sos = Dir[File.join(WORK, platform, "*", SO)].sort
-    raise "no extensions built for #{platform} under #{WORK}" if sos.empty?
+  # Packs the built .so files of +platform+ (WORK/PLATFORM/MINOR/) into
+  # +pkg+; returns the gem's path.
+  def package(platform, work: WORK, pkg: PKG)
+    sos = Dir[File.join(work, platform, "*", SO)].sort
+    raise "no extensions built for #{platform} under #{work}" if sos.empty?
 
     minors = sos.map { |so| File.basename(File.dirname(so)) }
     check_gaps!(minors)
     spec = platform_spec(platform, minors)
-    stage = File.join(WORK, "stage-#{platform}")
+    stage = File.join(work, "stage-#{platform}")
     FileUtils.rm_rf(stage)
     (spec.files - minors.map { |m| "lib/gitlab_gcs_signer/#{m}/#{SO}" }).each do |file|
       FileUtils.mkdir_p(File.join(stage, File.dirname(file)))
@@ -181,10 +185,10 @@ module NativeGem
       FileUtils.mkdir_p(File.join(stage, "lib/gitlab_gcs_signer", minor))
       FileUtils.cp(so, File.join(stage, "lib/gitlab_gcs_signer", minor, SO))
     end
-    FileUtils.mkdir_p(PKG)
+    FileUtils.mkdir_p(pkg)
     file = Dir.chdir(stage) { Gem::Package.build(spec) }
-    FileUtils.mv(File.join(stage, file), File.join(PKG, file))
-    File.join(PKG, file)
+    FileUtils.mv(File.join(stage, file), File.join(pkg, file))
+    File.join(pkg, file)
   end
 end
 
