@@ -1,0 +1,58 @@
+# frozen_string_literal: true
+
+require "json"
+require "open3"
+require "rbconfig"
+
+# GitLab always loads googleauth (fog-google's API clients authenticate with
+# it), and on GKE googleauth's GCECredentials reads tokens from the same
+# metadata server as the gem. Both in one process, at the same time, against
+# the emulator's metadata server (GCE_METADATA_HOST, which both honour; never
+# 169.254.169.254): the gem's URLs verify, googleauth gets its own tokens, and
+# neither changes what the other does.
+RSpec.describe "googleauth in the same process", :emulator do
+  before do
+    require "googleauth"
+    # googleauth 1.x (GitLab's; sid's 1.17) reaches the metadata server
+    # through google-cloud-env, which honours GCE_METADATA_HOST. Debian 12's
+    # 0.13 hard-codes http://169.254.169.254 (googleauth/compute_engine.rb),
+    # so there it could not be pointed at the emulator.
+    skip "googleauth < 1.0 ignores GCE_METADATA_HOST (metadata IP hard-coded)" unless defined?(Google::Cloud::Env)
+  end
+
+  let(:child) { <<~'RUBY' }
+    require "json"
+    require "googleauth"
+    require "gitlab_gcs_signer"
+    signer = GitlabGcsSigner::Signer.new # metadata server and IAM from the environment
+    creds = Google::Auth::GCECredentials.new
+    on_gce = Google::Auth::GCECredentials.on_gce?({}, true)
+    signing = Array.new(4) do |t|
+      Thread.new { Array.new(10) { |i| signer.signed_url(bucket: "b", object: "o/#{t}-#{i}", expires_in: 600) } }
+    end
+    fetching = Array.new(2) { Thread.new { Array.new(3) { creds.fetch_access_token!.fetch("access_token") } } }
+    puts JSON.generate("on_gce" => on_gce,
+                       "urls" => signing.flat_map(&:value), "tokens" => fetching.flat_map(&:value),
+                       "stats" => signer.stats.slice(:token_fetches, :sign_blob_calls))
+  RUBY
+
+  it "lets googleauth's GCECredentials fetch its own tokens while the gem signs" do
+    40.times { |n| emulator.client.put_object("b", "o/#{n / 10}-#{n % 10}", "x") }
+    env = { "GCE_METADATA_HOST" => emulator.host, "GCS_SIGNER_IAM_ENDPOINT" => emulator.url,
+            "GOOGLE_APPLICATION_CREDENTIALS" => nil, "NO_PROXY" => "127.0.0.1", "no_proxy" => "127.0.0.1" }
+    out, err, status = Open3.capture3(env, RbConfig.ruby, "-I", File.expand_path("../../lib", __dir__), "-e", child)
+    expect(status).to be_success, err
+    result = JSON.parse(out)
+
+    expect(result["on_gce"]).to be(true) # googleauth found the (emulated) metadata server
+    expect(result["urls"].size).to eq(40)
+    result["urls"].each { |url| expect(gcs(url).code).to eq("200"), url }
+    # googleauth's tokens are real ones from the metadata server, one per fetch
+    expect(result["tokens"].size).to eq(6)
+    expect(emulator.client.tokens).to include(*result["tokens"])
+    # the gem kept its one token per process and signed each object once,
+    # whatever googleauth fetched meanwhile
+    expect(emulator.stats["tokens_issued"]).to eq(result["tokens"].uniq.size + 1)
+    expect(emulator.stats["sign_blob_calls"]).to eq(40)
+  end
+end
