@@ -12,22 +12,27 @@ require "rbconfig"
 # neither changes what the other does.
 RSpec.describe "googleauth in the same process", :emulator do
   before do
-    require "googleauth"
-    # googleauth 1.x (GitLab's; sid's 1.17) reaches the metadata server
-    # through google-cloud-env, which honours GCE_METADATA_HOST. Debian 12's
-    # 0.13 hard-codes http://169.254.169.254 (googleauth/compute_engine.rb),
-    # so there it could not be pointed at the emulator.
-    skip "googleauth < 1.0 ignores GCE_METADATA_HOST (metadata IP hard-coded)" unless defined?(Google::Cloud::Env)
+    require "googleauth/version"
+    # GitLab's googleauth (1.14+; sid's 1.17) honours GCE_METADATA_HOST.
+    # Debian 12's 0.13 hard-codes http://169.254.169.254
+    # (googleauth/compute_engine.rb), so there it cannot be pointed at the
+    # emulator.
+    if Gem::Version.new(Google::Auth::VERSION) < Gem::Version.new("1.0")
+      skip "googleauth #{Google::Auth::VERSION} ignores GCE_METADATA_HOST (metadata IP hard-coded)"
+    end
   end
 
   let(:child) { <<~'RUBY' }
     require "json"
     require "googleauth"
     require "gitlab_gcs_signer"
-    # google-cloud-env asks the metadata server only on a machine whose SMBIOS
-    # names Google (a GKE node does); this is its documented override for
-    # that one fact. Everything else is real HTTP to the emulator.
-    Google::Cloud.env.compute_smbios.override_product_name = "Google Compute Engine"
+    # google-cloud-env 2 (googleauth 1.9+) asks the metadata server only on a
+    # machine whose SMBIOS names Google (a GKE node does); this is its
+    # documented override for that one fact. Everything else is real HTTP to
+    # the emulator.
+    if defined?(Google::Cloud) && Google::Cloud.respond_to?(:env) && Google::Cloud.env.respond_to?(:compute_smbios)
+      Google::Cloud.env.compute_smbios.override_product_name = "Google Compute Engine"
+    end
     signer = GitlabGcsSigner::Signer.new # metadata server and IAM from the environment
     creds = Google::Auth::GCECredentials.new
     on_gce = Google::Auth::GCECredentials.on_gce?({}, true)
