@@ -200,8 +200,7 @@ namespace :native do
       # --target installs beside nothing else; PIP_BREAK_SYSTEM_PACKAGES lets
       # Debian's own pip (PEP 668) do that too.
       sh({ "PIP_BREAK_SYSTEM_PACKAGES" => "1" }, "python3", "-m", "pip", "install", "--quiet", "--target",
-         File.join(tools, "ziglang"),
-         "ziglang==#{NativeGem::ZIGLANG_VERSION}"
+         File.join(tools, "ziglang"), "ziglang==#{NativeGem::ZIGLANG_VERSION}")
     end
     unless File.executable?(File.join(tools, "cargo-zigbuild", "bin", "cargo-zigbuild"))
       sh({ "CARGO_TARGET_DIR" => File.join(tools, "cargo-zigbuild-target") }, "cargo", "install", "--locked",

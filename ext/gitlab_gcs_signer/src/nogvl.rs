@@ -1,7 +1,7 @@
 //! Runs a closure without the GVL, interruptibly, with a panic guard.
 //!
 //! magnus has no safe GVL release (field notes s.7), so this is the one
-//! place that calls `rb_thread_call_without_gvl`. Its unblock function trips
+//! place that calls `rb_thread_call_without_gvl2`. Its unblock function trips
 //! the call's [`Cancel`]: when Ruby wants the thread back (`Timeout`,
 //! `Thread#kill`, Ctrl-C), the wait in the core ends at once, the GVL is
 //! retaken and `thread_check_ints` raises whatever Ruby had pending.
@@ -154,7 +154,7 @@ where
     F: FnOnce(&Cancel) -> R,
 {
     // SAFETY: `data` is the `Call` that `without_gvl` keeps alive on its
-    // stack for the whole of `rb_thread_call_without_gvl`.
+    // stack for the whole of `rb_thread_call_without_gvl2`.
     let call = unsafe { &mut *(data as *mut Call<F, R>) };
     if let Some(func) = call.func.take() {
         let cancel = call.cancel;
@@ -165,7 +165,7 @@ where
 
 unsafe extern "C" fn unblock(data: *mut c_void) {
     // SAFETY: `data` points to the `Cancel` on `without_gvl`'s stack, alive
-    // until `rb_thread_call_without_gvl` returns; `Cancel::cancel` is
+    // until `rb_thread_call_without_gvl2` returns; `Cancel::cancel` is
     // thread-safe and does not touch Ruby.
     let cancel = unsafe { &*(data as *const Cancel) };
     cancel.cancel();
@@ -185,8 +185,13 @@ where
         result: None,
     };
     enter(ruby)?;
+    // `..._gvl2`, not `rb_thread_call_without_gvl`: the latter checks Ruby's
+    // pending interrupts before and after the call and raises them by
+    // longjmp, which would skip `leave()` (the signal watcher would then
+    // count a waiter for ever) and Rust's drops. `..._gvl2` only returns;
+    // the pending exception is raised below, once the wait is accounted for.
     unsafe {
-        rb_sys::rb_thread_call_without_gvl(
+        rb_sys::rb_thread_call_without_gvl2(
             Some(run::<F, Result<T, CoreError>>),
             &mut call as *mut Call<F, Result<T, CoreError>> as *mut c_void,
             Some(unblock),
