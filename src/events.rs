@@ -2,7 +2,7 @@
 //! refreshes, signBlob failures, client-side throttling.
 //!
 //! They happen on tokio worker threads that do not hold Ruby's GVL, where
-//! calling a Ruby logger is not allowed (field notes s.7). So the core only
+//! calling a Ruby logger is not allowed (docs/facts.md#ruby-gvl). So the core only
 //! records them here, and the Ruby layer drains the queue after each cache
 //! miss or error (never on a hit) and logs them with its own logger.
 //!

@@ -1,4 +1,4 @@
-//! The IAM Credentials `signBlob` client (field notes s.2): the only keyless
+//! The IAM Credentials `signBlob` client (docs/facts.md#signblob-api): the only keyless
 //! way to get an RSA-SHA256 signature from a Google service account.
 //!
 //! Each call: wait out a shared 429 cool-down, pass the client-side quota
@@ -38,7 +38,7 @@ fn attempt_timeout(budget: Duration) -> Duration {
 }
 
 /// Client-side limits that keep one process from eating the project's
-/// shared signBlob quota (60,000 per minute per project, field notes s.2).
+/// shared signBlob quota (60,000 per minute per project, docs/facts.md#signblob-quota).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaConfig {
     /// signBlob requests per minute (retries included).

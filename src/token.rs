@@ -1,4 +1,4 @@
-//! One access token per credential and process (field notes s.3).
+//! One access token per credential and process (docs/facts.md#token-caching).
 //!
 //! Google's guidance for token caches: keep one token in memory, never fetch
 //! per request. More than 225 s left: use it. Between 225 s and 120 s: keep
@@ -162,7 +162,7 @@ impl fmt::Debug for TokenCache {
 
 /// Held for the life of the process: a process has a handful of credential
 /// identities (one per metadata host or credentials file), and a signer
-/// built per request (GitLab's `Fog::Storage` per upload, field notes s.6)
+/// built per request (GitLab's `Fog::Storage` per upload, docs/facts.md#gitlab-urls)
 /// must find the token its garbage-collected predecessors fetched.
 static REGISTRY: Mutex<Option<HashMap<String, Arc<TokenCache>>>> = Mutex::new(None);
 

@@ -1,4 +1,4 @@
-//! V2 URLs must be byte-identical to fog-google 1.15's (field notes s.4):
+//! V2 URLs must be byte-identical to fog-google 1.15's (docs/facts.md#fog-path-encoding):
 //! ~200 generated requests go through the installed fog-google
 //! (tests/support/fog_v2.rb, no network) and through `v2::prepare` +
 //! `finish`, both signing with the conformance key, and must agree.

@@ -79,7 +79,7 @@ module GitlabGcsSigner
       end
 
       # fog-google's path encoding for V2 URLs: its own escaping up to 1.20,
-      # Addressable's path encoding from 1.21 (field notes s.4). nil means
+      # Addressable's path encoding from 1.21 (docs/facts.md#fog-path-encoding). nil means
       # "fog-google 1.15's", which the core implements.
       def v2_path(bucket, object)
         return nil unless addressable_paths?
@@ -158,7 +158,7 @@ module GitlabGcsSigner
 
       # Any other URL fog builds itself (Real#signature) signs here when the
       # connection has no key: fog's own IAM client asked for the wrong scope
-      # before 1.24.1 and cannot be called on Ruby 3 in 1.15 (field notes s.5).
+      # before 1.24.1 and cannot be called on Ruby 3 in 1.15 (docs/facts.md#fog-url-path).
       def iam_signer(string_to_sign)
         signer = gcs_signer
         signer ? signer.sign_blob(string_to_sign) : super

@@ -27,7 +27,7 @@ module GitlabGcsSigner
     DEFAULTS = {
       namespace: "gitlab_gcs_signer:v1",
       # How long a process that lost the race waits for the winner's URL
-      # (signBlob takes about 50-60 ms, bursts up to 1 s: field notes s.2).
+      # (signBlob takes about 50-60 ms, bursts up to 1 s: docs/facts.md#signblob-latency).
       wait: 1.0,
       # The coalescing lock outlives a slow signBlob but not an outage.
       lock_ttl: 2.0,
@@ -36,7 +36,7 @@ module GitlabGcsSigner
       breaker_seconds: 10.0
     }.freeze
 
-    # Signatures from signBlob are served for 12 hours at most (field notes s.2).
+    # Signatures from signBlob are served for 12 hours at most (docs/facts.md#signblob-key-lifetime).
     SIGN_BLOB_MAX_SERVE = 12 * 3600
 
     # shared_hits: served from the store; shared_misses: nothing usable there,

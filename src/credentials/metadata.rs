@@ -1,5 +1,5 @@
 //! The GCE / GKE metadata server: access tokens and the service account
-//! email (field notes s.3).
+//! email (docs/facts.md#metadata-server).
 //!
 //! The GKE metadata server is slow right after pod start (first tokens can
 //! take over 2 s) and can answer 429, so each attempt gets a generous
@@ -67,7 +67,7 @@ impl MetadataClient {
 
     /// The process-wide client for `host`: like the token, the email is
     /// asked for once per process, not once per signer (a signer built per
-    /// request must not cost a metadata round trip each, field notes s.6).
+    /// request must not cost a metadata round trip each, docs/facts.md#gitlab-urls).
     pub fn with_host(host: &str) -> Arc<Self> {
         static CLIENTS: Mutex<Option<HashMap<String, Arc<MetadataClient>>>> = Mutex::new(None);
         let client = Self::with_timings(host, ATTEMPT_TIMEOUT, BUDGET);
@@ -318,7 +318,7 @@ impl MetadataClient {
     }
 }
 
-/// The GKE Workload Identity misconfiguration of field notes s.3: the pod's
+/// The GKE Workload Identity misconfiguration of docs/facts.md#workload-identity: the pod's
 /// identity is the workload pool itself, which has no key to sign with.
 fn unmapped_workload_identity(email: &str) -> Error {
     let project = email.trim_end_matches(".svc.id.goog");

@@ -1,4 +1,4 @@
-//! Application Default Credentials discovery (field notes s.3), with no
+//! Application Default Credentials discovery (docs/facts.md#adc), with no
 //! network I/O: the first token or email lookup happens on first use, so
 //! building a signer at boot (before Puma or Sidekiq fork) is safe and fast.
 //!

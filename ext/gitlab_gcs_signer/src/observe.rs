@@ -5,7 +5,7 @@
 //! (each live signer's own).
 //!
 //! Process-wide counters must be monotonic (Prometheus counters), yet
-//! signers come and go (a new fog connection per upload, field notes s.6).
+//! signers come and go (a new fog connection per upload, docs/facts.md#gitlab-urls).
 //! So each native signer is registered here while it lives, and its counters
 //! are folded into `retired` when Ruby frees it: live + retired never goes
 //! down. Everything runs with the GVL held (creation, GC free, stats), and

@@ -10,7 +10,7 @@ require_relative "../errors"
 module GitlabGcsSigner
   module CLI
     # `gitlab-gcs-signer doctor`: checks, in order, everything keyless signing
-    # on GKE Workload Identity / GCE depends on (field notes s.2-3), each PASS,
+    # on GKE Workload Identity / GCE depends on (docs/facts.md#signblob-api, #metadata-server), each PASS,
     # FAIL (with the exact fix) or SKIP (an earlier check failed).
     #
     # The raw probes (metadata server, Date headers) use Net::HTTP against
@@ -135,7 +135,7 @@ module GitlabGcsSigner
       end
 
       # 2. A Google service account, not the workload pool PROJECT.svc.id.goog
-      # (Kubernetes service account not annotated, field notes s.3).
+      # (Kubernetes service account not annotated, docs/facts.md#workload-identity).
       def check_identity(metadata)
         check = Check.new(name: "identity", title: "service account")
         reported = metadata.status == :pass ? @email_probe.body.to_s.strip : nil
