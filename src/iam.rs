@@ -251,11 +251,6 @@ impl IamSigner {
         }
     }
 
-    /// The overall budget of one [`BlobSigner::sign`] call.
-    pub fn timeout(&self) -> Duration {
-        self.config.timeout
-    }
-
     /// The shared token cache (for stats: `tokens().fetches()`).
     pub fn tokens(&self) -> &Arc<TokenCache> {
         &self.tokens

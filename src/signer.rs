@@ -77,10 +77,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn request(&self) -> &UrlRequest {
-        &self.req
-    }
-
     /// When the plan was made (Unix seconds, the signer's clock).
     pub fn now(&self) -> i64 {
         self.date

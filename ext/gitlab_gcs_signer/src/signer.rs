@@ -9,7 +9,7 @@ use crate::observe::Registration;
 use gcs_signer::cache::CacheConfig;
 use gcs_signer::credentials::CredentialOptions;
 use gcs_signer::signer::{Adoption, Expiry, Plan as CorePlan, SignerOptions};
-use gcs_signer::{Error as CoreError, UrlRequest, UrlSigner, UrlStyle, Version};
+use gcs_signer::{UrlRequest, UrlSigner, UrlStyle, Version};
 use magnus::{
     function, method, prelude::*, Error, IntoValue, RHash, RModule, RString, Ruby, Symbol, Value,
 };
@@ -276,11 +276,6 @@ fn request(ruby: &Ruby, args: &[Value]) -> Result<(UrlRequest, Expiry, Option<i6
 
 fn arg_error(ruby: &Ruby, message: String) -> Error {
     Error::new(ruby.exception_arg_error(), message)
-}
-
-#[allow(dead_code)]
-fn core_error(ruby: &Ruby, err: CoreError) -> Error {
-    crate::errors::to_ruby(ruby, err)
 }
 
 pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
