@@ -75,11 +75,6 @@ module GitlabGcsSigner
       @open_until = nil
     end
 
-    # The URL for the native signer's request arguments.
-    def signed_url(native, args)
-      signed_url_with_status(native, args)[0]
-    end
-
     # [url, :hit | :shared_hit | :miss]: where the URL came from (the local
     # cache, the store, or a new signature), for instrumentation.
     def signed_url_with_status(native, args)

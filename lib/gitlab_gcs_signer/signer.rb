@@ -42,7 +42,7 @@ module GitlabGcsSigner
     #                         GitlabGcsSigner::SharedCache: signBlob URLs shared by every process.
     def initialize(credentials: nil, service_account_email: nil, metadata_host: nil, iam_endpoint: nil,
                    delegates: [], cache: {}, timeout: 10, max_sign_blob_per_minute: 6000,
-                   max_sign_blob_in_flight: 64, clock: nil, shared_cache: nil)
+                   max_sign_blob_in_flight: 64, shared_cache: nil)
       @native = Native::Signer.new(
         credentials_arg(credentials),
         optional_string(service_account_email, :service_account_email),
@@ -53,7 +53,7 @@ module GitlabGcsSigner
         number(timeout, :timeout).to_f,
         integer(max_sign_blob_per_minute, :max_sign_blob_per_minute, 1..1_000_000),
         integer(max_sign_blob_in_flight, :max_sign_blob_in_flight, 1..10_000),
-        clock_arg(clock)
+        @clock # set by Signer.on_clock (test support only), else nil
       )
       @identity = @native.identity
       @shared_cache = shared_cache_arg(shared_cache, cache, timeout)
@@ -97,6 +97,20 @@ module GitlabGcsSigner
       ratio, max_extension, max_entries = @native.cache_config
       ratio && { extension_ratio: ratio, max_extension: max_extension, max_entries: max_entries }
     end
+
+    # Test support, not public API (spec/support/manual_clock.rb): a signer
+    # whose cache and signing dates read a Native::Testing::ManualClock.
+    def self.on_clock(clock, **options)
+      unless clock.is_a?(Native::Testing::ManualClock)
+        raise ArgumentError, "clock: give a GitlabGcsSigner::Native::Testing::ManualClock"
+      end
+
+      signer = allocate
+      signer.instance_variable_set(:@clock, clock)
+      signer.send(:initialize, **options)
+      signer
+    end
+    private_class_method :on_clock
 
     def inspect
       shared = @shared_cache ? " shared=#{@shared_cache.inspect}" : ""
@@ -171,13 +185,6 @@ module GitlabGcsSigner
       end
 
       shared
-    end
-
-    def clock_arg(clock)
-      return nil if clock.nil?
-      return clock if clock.is_a?(Native::ManualClock)
-
-      raise ArgumentError, "clock: give a GitlabGcsSigner::Native::ManualClock or nil"
     end
 
     def verb(method)

@@ -56,7 +56,7 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
   end
 
   it "keeps the window rule across processes: a URL is reused only if X <= x <= X + E" do
-    clock = GitlabGcsSigner::Native::ManualClock.new(Time.now.to_i)
+    clock = GitlabGcsSigner::Testing::ManualClock.new(Time.now.to_i)
     first = process_signer(clock: clock)
     url = download(first) # x = t + 600 + 60
     expect(sign_blob_calls).to eq(1)
