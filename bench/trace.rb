@@ -15,7 +15,7 @@
 #   (GET with content-disposition, 600 s) spread over 10 s, 1 min or 5 min.
 # TRACE_SCALE multiplies every rate (TRACE_SCALE=2: about 96,000 requests).
 # Time is simulated with GitlabGcsSigner::Testing::ManualClock at millisecond resolution, so two
-# hours run in seconds. Field notes s.6 describe how GitLab asks for URLs.
+# hours run in seconds. docs/facts.md#gitlab-urls describes how GitLab asks for URLs.
 #
 # For each cache setting it prints, per 1,000 URL requests: one signBlob call per URL (what
 # fog-google does), the gem's calls, and the fewest signatures any cache could make for the same

@@ -1,6 +1,6 @@
 //! The per-process tokio runtime and pooled HTTP client, fork-aware.
 //!
-//! Field notes s.7: a tokio runtime created before `fork` is unusable in the
+//! docs/facts.md#fork: a tokio runtime created before `fork` is unusable in the
 //! child (its worker threads do not exist there), and dropping it hangs. So
 //! both are built lazily on first use, never at load time, and remembered
 //! together with the pid that built them. A call from a process with another

@@ -52,8 +52,8 @@ impl Default for SignerOptions {
     }
 }
 
-/// Long enough for a cold GKE metadata server (first token over 2 s, field
-/// notes s.3) plus a few signBlob retries; short enough that a Puma request
+/// Long enough for a cold GKE metadata server (first token over 2 s,
+/// docs/facts.md#metadata-server) plus a few signBlob retries; short enough that a Puma request
 /// does not hang on an outage.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
