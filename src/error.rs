@@ -83,3 +83,18 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// reqwest's error text without the chain of sources that may repeat it.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    match std::error::Error::source(e) {
+        Some(src) => format!("{what}: {src}"),
+        None => what.to_string(),
+    }
+}

@@ -7,8 +7,7 @@
 //! freshly fetched token (the cached one may have been revoked early).
 
 use crate::blob::{BlobSigner, BoxFuture};
-use crate::credentials::metadata::{describe, MetadataClient};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{describe, Error, ErrorKind, Result};
 use crate::retry::{self, Backoff};
 use crate::runtime;
 use crate::stats::Stats;
@@ -64,7 +63,22 @@ pub enum EmailSource {
     /// `service_account_email:`, or the target of an impersonation file.
     Known(String),
     /// The metadata server's default account, asked once.
-    Metadata(Arc<MetadataClient>),
+    Metadata(Arc<dyn EmailLookup>),
+}
+
+/// An email that must be asked for: the metadata server's default account
+/// (src/credentials/metadata.rs implements it). Declared here, by the one
+/// that needs it, so that this client does not depend on the credentials
+/// module that builds it.
+pub trait EmailLookup: Send + Sync + fmt::Debug {
+    /// Where it is asked (a host), for identities and messages.
+    fn origin(&self) -> &str;
+    /// The email if it is already known (no I/O).
+    fn cached(&self) -> Option<String>;
+    /// Asks for it; concurrent callers share one request.
+    fn lookup(&self) -> BoxFuture<'_, Result<String>>;
+    /// Why the latest attempt failed, while it is failing.
+    fn last_failure(&self) -> Option<String>;
 }
 
 /// Everything an [`IamSigner`] needs; all of it known without I/O.
@@ -240,7 +254,7 @@ impl IamSigner {
     pub fn new(config: IamConfig, tokens: Arc<TokenCache>, stats: Arc<Stats>) -> Self {
         let identity = match &config.email {
             EmailSource::Known(e) => format!("iam:{e}"),
-            EmailSource::Metadata(m) => format!("iam:metadata:{}", m.host()),
+            EmailSource::Metadata(m) => format!("iam:metadata:{}", m.origin()),
         };
         IamSigner {
             identity,
@@ -259,7 +273,7 @@ impl IamSigner {
     async fn email_inner(&self) -> Result<String> {
         match &self.config.email {
             EmailSource::Known(e) => Ok(e.clone()),
-            EmailSource::Metadata(m) => m.email().await,
+            EmailSource::Metadata(m) => m.lookup().await,
         }
     }
 
@@ -419,7 +433,7 @@ impl BlobSigner for IamSigner {
     fn email_now(&self) -> Option<String> {
         match &self.config.email {
             EmailSource::Known(e) => Some(e.clone()),
-            EmailSource::Metadata(m) => m.cached_email(),
+            EmailSource::Metadata(m) => m.cached(),
         }
     }
 
@@ -433,7 +447,7 @@ impl BlobSigner for IamSigner {
                 Ok(r) => r,
                 Err(_) => {
                     let (host, last) = match &self.config.email {
-                        EmailSource::Metadata(m) => (m.host().to_string(), m.last_failure()),
+                        EmailSource::Metadata(m) => (m.origin().to_string(), m.last_failure()),
                         EmailSource::Known(_) => ("?".to_string(), None),
                     };
                     // A wrong GCE_METADATA_HOST fails the same way as a slow

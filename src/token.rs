@@ -273,7 +273,9 @@ impl TokenCache {
         let started = self.clock.now_micros();
         let fetch = self.source.fetch();
         st.refresh = Some(Flight::start(async move {
-            let f = crate::events::token_refreshed(fetch.await)?;
+            let fetched = fetch.await;
+            crate::events::token_refreshed(fetched.as_ref().map(|f| f.expires_in));
+            let f = fetched?;
             Ok(AccessToken {
                 value: f.value,
                 expires_at: started + micros(f.expires_in),

@@ -11,8 +11,8 @@
 use super::service_account::ServiceAccountKey;
 use super::{CredentialOptions, Env};
 use crate::blob::{BlobSigner, BoxFuture};
-use crate::credentials::metadata::{describe, CLOUD_PLATFORM_SCOPE};
-use crate::error::{Error, ErrorKind, Result};
+use crate::credentials::metadata::CLOUD_PLATFORM_SCOPE;
+use crate::error::{describe, Error, ErrorKind, Result};
 use crate::iam::{percent_encode, EmailSource, IamConfig, IamSigner};
 use crate::retry::{self, Backoff};
 use crate::runtime;

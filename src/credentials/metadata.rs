@@ -7,7 +7,8 @@
 
 use super::Env;
 use crate::blob::BoxFuture;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{describe, Error, ErrorKind, Result};
+use crate::iam::EmailLookup;
 use crate::retry::{self, Backoff};
 use crate::runtime;
 use crate::token::{FetchedToken, Flight, TokenSource};
@@ -358,18 +359,25 @@ fn no_route(e: &reqwest::Error) -> bool {
     false
 }
 
-/// reqwest's error text without the chain of sources that may repeat it.
-pub(crate) fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "transport error"
-    };
-    match std::error::Error::source(e) {
-        Some(src) => format!("{what}: {src}"),
-        None => what.to_string(),
+/// The metadata server's default account email, for the signBlob client.
+#[derive(Debug, Clone)]
+pub struct MetadataEmail(pub Arc<MetadataClient>);
+
+impl EmailLookup for MetadataEmail {
+    fn origin(&self) -> &str {
+        self.0.host()
+    }
+
+    fn cached(&self) -> Option<String> {
+        self.0.cached_email()
+    }
+
+    fn lookup(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(self.0.email())
+    }
+
+    fn last_failure(&self) -> Option<String> {
+        self.0.last_failure()
     }
 }
 

@@ -142,7 +142,7 @@ pub fn metadata_signer(
         .filter(|e| !e.is_empty())
     {
         Some(e) => EmailSource::Known(e.to_string()),
-        None => EmailSource::Metadata(metadata),
+        None => EmailSource::Metadata(Arc::new(metadata::MetadataEmail(metadata))),
     };
     let config = IamConfig {
         email,
