@@ -16,6 +16,7 @@ rescue LoadError
   end
 end
 
+require_relative "gitlab_gcs_signer/signing"
 require_relative "gitlab_gcs_signer/shared_cache"
 require_relative "gitlab_gcs_signer/signer"
 require_relative "gitlab_gcs_signer/observability"

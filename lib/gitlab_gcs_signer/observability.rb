@@ -16,9 +16,11 @@ module GitlabGcsSigner
   # token. The event's duration is the signing time.
   SIGN_URL_EVENT = "sign_url.gitlab_gcs_signer"
 
-  # Instrumentation, logging and process-wide stats. The Rust core cannot call
-  # Ruby from its worker threads, so it queues log events (src/events.rs) and
-  # this module drains them after every cache miss or error, never on a hit.
+  # Instrumentation, logging and process-wide stats, beside the signing
+  # pipeline: it subscribes to the events Signing emits (signing.rb) and
+  # never signs anything itself. The Rust core cannot call Ruby from its
+  # worker threads, so it queues log events (src/events.rs) and this module
+  # drains them after every cache miss or error, never on a hit.
   module Observability
     NULL_LOGGER = Logger.new(nil)
     PREFIX = "gitlab-gcs-signer: "
@@ -74,24 +76,31 @@ module GitlabGcsSigner
           ::ActiveSupport::Notifications.notifier.listening?(SIGN_URL_EVENT)
       end
 
-      # Signer#signed_url. +args+ are the native positional arguments
-      # (version, method, bucket, ... as Signer#native_request builds them).
-      def signed_url(native, args, shared = nil)
-        return sign(native, args, nil, shared) unless listening?
+      # Signing's event: a call starts. For a signed URL while someone
+      # listens, starts SIGN_URL_EVENT (its duration is the signing time) and
+      # returns what call_finished needs to finish it; else nil.
+      # +args+ are the native request (version, method, bucket, ... as
+      # Signer#native_request builds them).
+      def call_started(what, args)
+        return nil unless what == :sign_url && listening?
 
         payload = { cache: nil, method: args[1], bucket: args[2], version: args[0].to_sym }
-        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, args, payload, shared) }
+        instrumenter = ::ActiveSupport::Notifications.instrumenter
+        [instrumenter, payload, instrumenter.start(SIGN_URL_EVENT, payload)]
       end
 
-      # Runs a call that always misses the cache (sign_blob, email, ...),
-      # then logs what happened meanwhile.
-      def observe(what)
-        result = yield
-        flush_events
-        result
-      rescue Error => e
-        failed(e, what)
-        raise
+      # Signing's event: a call ended. Finishes the ActiveSupport event, and
+      # after a miss or an error logs what the core queued meanwhile (a hit
+      # never drains the queue: it stays microseconds).
+      def call_finished(started, what, args, status, error)
+        finish_event(started, status, error) if started
+        return if status == :hit
+
+        if error.is_a?(Error)
+          failed(error, what == :sign_url ? "signing a #{args[0]} #{args[1]} URL in bucket #{args[2]}" : what)
+        elsif error.nil?
+          flush_events
+        end
       end
 
       # Logs the core's queued events; returns how many there were.
@@ -107,20 +116,16 @@ module GitlabGcsSigner
 
       private
 
-      def sign(native, args, payload, shared)
-        if shared
-          url, status = shared.signed_url_with_status(native, args)
-        else
-          url, hit = native.signed_url_with_status(*args)
-          status = hit ? :hit : :miss
+      # As ActiveSupport's own #instrument does: the status, and on failure
+      # :exception and :exception_object, in the payload.
+      def finish_event(started, status, error)
+        instrumenter, payload, state = started
+        payload[:cache] = status
+        if error
+          payload[:exception] = [error.class.name, error.message]
+          payload[:exception_object] = error
         end
-        payload[:cache] = status if payload
-        flush_events unless status == :hit
-        url
-      rescue Error => e
-        payload[:cache] = :miss if payload
-        failed(e, "signing a #{args[0]} #{args[1]} URL in bucket #{args[2]}")
-        raise
+        instrumenter.finish_with_state(state, SIGN_URL_EVENT, payload)
       end
 
       def failed(error, what)
@@ -156,6 +161,8 @@ module GitlabGcsSigner
       end
     end
   end
+
+  Signing.subscriber = Observability
 
   class << self
     # Where retries, token refreshes and errors are logged. Defaults to

@@ -75,18 +75,16 @@ module GitlabGcsSigner
       @open_until = nil
     end
 
-    # [url, :hit | :shared_hit | :miss]: where the URL came from (the local
-    # cache, the store, or a new signature), for instrumentation.
-    def signed_url_with_status(native, args)
-      found = native.lookup(*args)
-      return [found, :hit] if found.is_a?(String)
-
-      key = open? ? skip : native.shared_key(found)
-      return [native.sign_plan(found)[0], :miss] unless key
+    # Steps 2 to 4 of Signing (signing.rb) for a local miss: the URL for the
+    # native +plan+ from the store, else signed here (or by the process that
+    # holds the lock) and shared. [url, :shared_hit | :miss].
+    def fetch_or_sign(native, plan)
+      key = open? ? skip : native.shared_key(plan)
+      return [native.sign_plan(plan)[0], :miss] unless key
 
       # The braces are a Redis Cluster hash tag: the value and its lock share a
       # slot, so read_multi (MGET) of both works on a cluster too.
-      fetch(native, found, "#{@namespace}:{#{key}}")
+      fetch(native, plan, "#{@namespace}:{#{key}}")
     end
 
     def stats

@@ -63,26 +63,26 @@ module GitlabGcsSigner
     # expires_at) for exactly the request described.
     # Instrumented as GitlabGcsSigner::SIGN_URL_EVENT (see observability.rb).
     def signed_url(**request)
-      Observability.signed_url(@native, native_request(**request), @shared_cache)
+      Signing.signed_url(@native, native_request(**request), @shared_cache)
     end
 
     # The string the URL for the same arguments signs: compare it with what
     # Google's SignatureDoesNotMatch error shows to find which part differs.
     def string_to_sign(**request)
       args = native_request(**request)
-      Observability.observe("string_to_sign") { @native.string_to_sign(*args) }
+      Signing.call("string_to_sign") { @native.string_to_sign(*args) }
     end
 
     # Raw RSA-SHA256 signature of bytes (a binary String). Never cached.
     def sign_blob(bytes)
       raise ArgumentError, "sign_blob needs a String, got #{bytes.class}" unless bytes.is_a?(String)
 
-      Observability.observe("signBlob") { @native.sign_blob(bytes) }
+      Signing.call("signBlob") { @native.sign_blob(bytes) }
     end
 
     # The signing service account's email (may ask the metadata server once).
     def email
-      Observability.observe("looking up the service account email") { @native.email }
+      Signing.call("looking up the service account email") { @native.email }
     end
 
     # Counters: hits, misses, coalesced waits, signBlob calls and errors by

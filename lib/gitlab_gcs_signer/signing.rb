@@ -1,0 +1,70 @@
+# frozen_string_literal: true
+
+module GitlabGcsSigner
+  # Signing one URL, start to finish, in one place:
+  #
+  #   1. lookup        the native signer's local cache; a hit ends here
+  #   2. shared level  the SharedCache store, when the signer has one
+  #   3. sign          a new signature (the local key, or one signBlob call
+  #                    that concurrent identical misses share natively)
+  #   4. store         into the local cache (natively) and the shared level
+  #
+  # Without a shared level, steps 1, 3 and 4 are one native call.
+  #
+  # This module knows nothing of logging, stats or ActiveSupport. It emits
+  # two events per call to its subscriber, which acts on them (the gem's
+  # Observability subscribes when it is loaded, observability.rb):
+  #
+  #   call_started(what, args)  -> a value handed back to call_finished
+  #                                (nil when the subscriber needs none)
+  #   call_finished(started, what, args, status, error)
+  #
+  # +what+ is :sign_url (+args+ the native request) or a String naming
+  # another signer call ("signBlob", ...; +args+ nil); +status+ is :hit,
+  # :shared_hit or :miss, or nil when the call failed before reaching the
+  # signer (rejected arguments); +error+ is the exception raised, if any.
+  module Signing
+    @subscriber = nil
+
+    class << self
+      attr_accessor :subscriber
+
+      # The URL for native request arguments +args+ (Signer#native_request).
+      def signed_url(native, args, shared)
+        started = @subscriber&.call_started(:sign_url, args)
+        begin
+          if shared
+            found = native.lookup(*args)
+            if found.is_a?(String)
+              url = found
+              status = :hit
+            else
+              url, status = shared.fetch_or_sign(native, found)
+            end
+          else
+            url, hit = native.signed_url_with_status(*args)
+            status = hit ? :hit : :miss
+          end
+        rescue Exception => e # any exception: reported, then re-raised
+          @subscriber&.call_finished(started, :sign_url, args, e.is_a?(Error) ? :miss : nil, e)
+          raise
+        end
+        @subscriber&.call_finished(started, :sign_url, args, status, nil)
+        url
+      end
+
+      # Any other signer call that never hits a cache (signBlob, the email
+      # lookup, a string to sign): runs the block and reports it as a miss.
+      def call(what)
+        begin
+          result = yield
+        rescue Exception => e # any exception: reported, then re-raised
+          @subscriber&.call_finished(nil, what, nil, e.is_a?(Error) ? :miss : nil, e)
+          raise
+        end
+        @subscriber&.call_finished(nil, what, nil, :miss, nil)
+        result
+      end
+    end
+  end
+end
