@@ -93,7 +93,14 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     } else {
         "transport error"
     };
-    match std::error::Error::source(e) {
+    // The innermost cause says what happened ("Connection refused (os
+    // error 111)"); the layers above it only wrap it ("client error
+    // (Connect)").
+    let mut cause = std::error::Error::source(e);
+    while let Some(deeper) = cause.and_then(std::error::Error::source) {
+        cause = Some(deeper);
+    }
+    match cause {
         Some(src) => format!("{what}: {src}"),
         None => what.to_string(),
     }

@@ -9,6 +9,7 @@
 //! - [`iam`]: the IAM Credentials `signBlob` client; [`retry`]: its backoff.
 //! - [`cache`]: the signed-URL cache that coalesces concurrent misses.
 //! - [`events`]: retries, refreshes and failures queued for the Ruby logger.
+//! - [`probe`]: one plain HTTP exchange through the gem's client (the CLI's doctor).
 //! - [`process_stats`]: process-wide figures over every signer, for Prometheus.
 //! - [`runtime`]: the per-process (fork-aware) tokio runtime and HTTP client.
 //! - [`signer`]: ties them together behind [`signer::UrlSigner`].
@@ -24,6 +25,7 @@ pub mod encoding;
 pub mod error;
 pub mod events;
 pub mod iam;
+pub mod probe;
 pub mod process_stats;
 pub mod request;
 pub mod retry;

@@ -7,6 +7,7 @@ mod convert;
 mod errors;
 mod nogvl;
 mod observe;
+mod probe;
 mod signer;
 
 use magnus::{prelude::*, Error, Ruby};
@@ -18,5 +19,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     signer::init(ruby, native)?;
     clock::init(ruby, native)?;
     observe::init(ruby, native)?;
+    probe::init(ruby, native)?;
     Ok(())
 }

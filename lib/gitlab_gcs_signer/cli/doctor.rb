@@ -1,11 +1,10 @@
 # frozen_string_literal: true
 
 require "json"
-require "net/http"
 require "time"
 require "uri"
 require_relative "fixes"
-require_relative "../errors"
+require_relative "../../gitlab_gcs_signer"
 
 module GitlabGcsSigner
   module CLI
@@ -13,10 +12,12 @@ module GitlabGcsSigner
     # on GKE Workload Identity / GCE depends on (docs/facts.md#signblob-api, #metadata-server), each PASS,
     # FAIL (with the exact fix) or SKIP (an earlier check failed).
     #
-    # The raw probes (metadata server, Date headers) use Net::HTTP against
-    # the configured hosts only; signing goes through the gem's own Signer,
-    # so a failure shows the error class and message the application would
-    # get.
+    # Everything goes through the gem itself: the raw probes (metadata
+    # server, Date headers, the signed request to the bucket) through its
+    # HTTP client (Native.http_probe: same TLS roots, proxy settings and
+    # connection pool as signing), signing through its Signer, so a check
+    # passes or fails as the application would and a failure shows the
+    # error class and message the application would get.
     class Doctor < Command
       NAME = "doctor"
       DEFAULT_METADATA_HOST = "169.254.169.254"
@@ -176,7 +177,6 @@ module GitlabGcsSigner
         signer = nil
         started = now
         begin
-          require_relative "../../gitlab_gcs_signer"
           signer = GitlabGcsSigner::Signer.new(metadata_host: @metadata_host, iam_endpoint: @iam_endpoint,
                                                service_account_email: @service_account, cache: false, timeout: 15)
           signature = signer.sign_blob("gitlab-gcs-signer doctor #{Time.now.to_i}")
@@ -343,44 +343,30 @@ module GitlabGcsSigner
       end
 
       def metadata_get(path)
+        # The metadata server is link-local: a host, never a URL with a scheme.
         host, port = split_host(@metadata_host)
-        # Never through a proxy: the metadata server is link-local.
-        http = Net::HTTP.new(host, port, nil)
-        http.open_timeout = 3
-        http.read_timeout = 5
-        request = Net::HTTP::Get.new(path, "Metadata-Flavor" => "Google")
-        timed { http.start { |h| h.request(request) } }
+        host = "[#{host}]" if host.include?(":")
+        probe("GET", "http://#{host}:#{port}#{path}", { "Metadata-Flavor" => "Google" }, 5)
       end
 
+      # Unauthenticated on purpose: only the Date header is wanted.
       def date_probe(url)
-        uri = URI.parse(url)
-        http = Net::HTTP.new(uri.host, uri.port)
-        http.use_ssl = uri.scheme == "https"
-        http.open_timeout = 3
-        http.read_timeout = 5
-        # Unauthenticated on purpose: only the Date header is wanted.
-        timed { http.start { |h| h.request(Net::HTTP::Get.new("/")) } }
+        probe("GET", "#{url.chomp('/')}/", {}, 5)
       end
 
       def gcs_request(verb, url)
-        uri = URI.parse(url)
-        http = Net::HTTP.new(uri.host, uri.port)
-        http.use_ssl = uri.scheme == "https"
-        http.open_timeout = 5
-        http.read_timeout = 10
-        request = Net::HTTPGenericRequest.new(verb, false, verb != "HEAD", uri.request_uri)
-        timed { http.start { |h| h.request(request) } }
+        probe(verb, url, {}, 10)
       end
 
-      def timed
-        sent = now
-        sent_wall = Time.now.to_f
-        response = yield
-        Probe.new(status: response.code.to_i, flavor: response["Metadata-Flavor"]&.casecmp?("Google"),
-                  date: parse_date(response["Date"]), body: response.body, sent: sent_wall,
-                  received: sent_wall + (now - sent))
-      rescue SystemCallError, IOError, SocketError, Timeout::Error, OpenSSL::SSL::SSLError => e
-        Probe.new(error: "#{e.class.name.split('::').last}: #{e.message}")
+      # One exchange through the gem's HTTP client; a transport failure is a
+      # Probe with its error (the gem's message says refused, timed out, TLS).
+      def probe(verb, url, headers, timeout)
+        sent = Time.now.to_f
+        status, answer, body, elapsed = GitlabGcsSigner::Native.http_probe(verb, url, headers, timeout)
+        Probe.new(status: status, flavor: answer["metadata-flavor"]&.casecmp?("Google"),
+                  date: parse_date(answer["date"]), body: body, sent: sent, received: sent + elapsed)
+      rescue GitlabGcsSigner::Error => e
+        Probe.new(error: e.message)
       end
 
       def parse_date(value)
