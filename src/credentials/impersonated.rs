@@ -452,6 +452,44 @@ mod tests {
     }
 
     #[test]
+    fn files_that_cannot_work_say_what_is_missing() {
+        let url = "https://x/v1/projects/-/serviceAccounts/t@p.iam.gserviceaccount.com:generateAccessToken";
+        assert_eq!(
+            target(&serde_json::json!({})).unwrap_err(),
+            "it has no `service_account_impersonation_url`"
+        );
+        let no_target = serde_json::json!({"service_account_impersonation_url": "https://x/y"});
+        assert!(target(&no_target)
+            .unwrap_err()
+            .contains("does not name a service account"));
+        let file = |source: Value| serde_json::json!({"service_account_impersonation_url": url, "source_credentials": source});
+        let message = |source: Value| match source_tokens(&file(source), "t@p") {
+            Err(Invalid::File(what)) => what,
+            Err(Invalid::Key(e)) => format!("key: {e}"),
+            Ok(_) => "ok".into(),
+        };
+        assert_eq!(
+            message(Value::Null),
+            "it has no `source_credentials` with a `type`"
+        );
+        assert!(message(serde_json::json!({"type": "external_account"}))
+            .contains("type `external_account`; supported sources"));
+        assert_eq!(
+            message(
+                serde_json::json!({"type": "authorized_user", "client_id": "c", "client_secret": "s"})
+            ),
+            "its authorized_user source has no `refresh_token`"
+        );
+        assert!(message(serde_json::json!({"type": "service_account"})).starts_with("key: "));
+        assert_eq!(
+            message(
+                serde_json::json!({"type": "authorized_user", "client_id": "c", "client_secret": "s", "refresh_token": "r"})
+            ),
+            "ok"
+        );
+    }
+
+    #[test]
     fn form_is_url_encoded() {
         assert_eq!(
             form_encode(&[("a", "b c"), ("t", "1/x+y=")]),
