@@ -4,14 +4,11 @@
 //! timeouts, the per-process client) that signing uses, so a check cannot
 //! pass on a path the signer would not take. Never used to sign.
 
+use crate::body::MAX_BODY;
 use crate::cancel::Cancel;
 use crate::error::{describe, Error, ErrorKind, Result};
 use crate::runtime;
 use std::time::{Duration, Instant};
-
-/// Bodies are read up to this size (error documents, an email, scopes);
-/// the rest is dropped.
-pub const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ProbeRequest {
@@ -20,6 +17,10 @@ pub struct ProbeRequest {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
+    /// As the metadata client does: never through a proxy
+    /// ([`runtime::direct_http`]); else as IAM and OAuth requests go
+    /// ([`runtime::http`], which honours the proxy settings).
+    pub direct: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -27,7 +28,9 @@ pub struct ProbeResponse {
     pub status: u16,
     /// Header names lower-cased, values that are not text left out.
     pub headers: Vec<(String, String)>,
-    /// At most [`MAX_BODY`] bytes, as text (invalid UTF-8 replaced).
+    /// At most [`MAX_BODY`] bytes, as text (invalid UTF-8 replaced): unlike
+    /// an API answer ([`crate::body::read_capped`]), a longer one is cut,
+    /// since the doctor only looks at its beginning.
     pub body: String,
     /// From sending the request to the end of the body.
     pub elapsed: Duration,
@@ -47,7 +50,11 @@ pub fn probe(req: ProbeRequest, cancel: &Cancel) -> Result<ProbeResponse> {
             "probe timeout must be more than 0 and at most 300 seconds",
         ));
     }
-    let client = runtime::http()?;
+    let client = if req.direct {
+        runtime::direct_http()?
+    } else {
+        runtime::http()?
+    };
     let deadline = Instant::now() + req.timeout;
     let shown = format!("{method} {}", redacted(&url));
     runtime::block_on(
@@ -107,6 +114,7 @@ mod tests {
             url,
             headers: vec![("Metadata-Flavor".into(), "Google".into())],
             timeout: Duration::from_secs(5),
+            direct: true,
         }
     }
 

@@ -111,6 +111,13 @@ RSpec.describe "gitlab-gcs-signer doctor", :cli, :emulator do
       expect(run.out).to end_with("1 of 5 checks failed.\n")
     end
 
+    it "reaches the metadata server directly, whatever the proxy settings, as the gem does" do
+      proxy = "http://127.0.0.1:#{closed_port}"
+      run = doctor(env: { "http_proxy" => proxy, "HTTP_PROXY" => proxy, "NO_PROXY" => "" })
+      expect(line(run, "metadata server")).to start_with("PASS")
+      expect(line(run, "token scopes")).to start_with("PASS")
+    end
+
     it "fails when the answer lacks Metadata-Flavor: Google (not genuine)" do
       emulator.configure("metadata" => { "no_flavor" => true })
       run = doctor

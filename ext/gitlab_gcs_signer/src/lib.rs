@@ -20,5 +20,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     clock::init(ruby, native)?;
     observe::init(ruby, native)?;
     probe::init(ruby, native)?;
+    nogvl::init(ruby, native)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use gcs_signer::probe::{self, ProbeRequest};
 use magnus::{function, prelude::*, Error, RArray, RModule, Ruby, Value};
 use std::time::Duration;
 
-/// http_probe(method, url, headers, timeout_seconds)
+/// http_probe(method, url, headers, timeout_seconds, direct)
 ///   -> [status, { lower-case name => value }, body, elapsed_seconds]
 fn http_probe(ruby: &Ruby, args: &[Value]) -> Result<RArray, Error> {
     let timeout: f64 = arg(ruby, args, 3, "timeout")?;
@@ -22,6 +22,7 @@ fn http_probe(ruby: &Ruby, args: &[Value]) -> Result<RArray, Error> {
         url: req_text(ruby, args, 1, "url")?,
         headers: pairs(ruby, args, 2, "headers")?,
         timeout: Duration::from_secs_f64(timeout),
+        direct: arg(ruby, args, 4, "direct")?,
     };
     let resp = without_gvl(ruby, move |cancel| probe::probe(req, cancel))?;
     let headers = ruby.hash_new();

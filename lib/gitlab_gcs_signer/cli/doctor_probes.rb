@@ -18,7 +18,8 @@ module GitlabGcsSigner
         # The metadata server is link-local: a host, never a URL with a scheme.
         host, port = split_host(@metadata_host)
         host = "[#{host}]" if host.include?(":")
-        probe("GET", "http://#{host}:#{port}#{path}", { "Metadata-Flavor" => "Google" }, 5)
+        # Never through a proxy, as the gem's metadata client.
+        probe("GET", "http://#{host}:#{port}#{path}", { "Metadata-Flavor" => "Google" }, 5, direct: true)
       end
 
       # Unauthenticated on purpose: only the Date header is wanted.
@@ -32,9 +33,9 @@ module GitlabGcsSigner
 
       # One exchange through the gem's HTTP client; a transport failure is a
       # Probe with its error (the gem's message says refused, timed out, TLS).
-      def probe(verb, url, headers, timeout)
+      def probe(verb, url, headers, timeout, direct: false)
         sent = Time.now.to_f
-        status, answer, body, elapsed = GitlabGcsSigner::Native.http_probe(verb, url, headers, timeout)
+        status, answer, body, elapsed = GitlabGcsSigner::Native.http_probe(verb, url, headers, timeout, direct)
         Probe.new(status: status, flavor: answer["metadata-flavor"]&.casecmp?("Google"),
                   date: parse_date(answer["date"]), body: body, sent: sent, received: sent + elapsed)
       rescue GitlabGcsSigner::Error => e
