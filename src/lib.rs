@@ -10,9 +10,12 @@
 //! - [`body`]: size-capped answers, server text redacted for messages.
 //! - [`cache`]: the signed-URL cache that coalesces concurrent misses.
 //! - [`events`]: retries, refreshes and failures queued for the Ruby logger.
+//! - [`process`]: state that belongs to one process, and the rule that a
+//!   forked child never waits on its parent's locks, flights or tasks.
+//! - [`flight`]: single flight, the one way concurrent identical work is coalesced.
 //! - [`probe`]: one plain HTTP exchange through the gem's client (the CLI's doctor).
 //! - [`process_stats`]: process-wide figures over every signer, for Prometheus.
-//! - [`runtime`]: the per-process (fork-aware) tokio runtime and HTTP client.
+//! - [`runtime`]: the per-process tokio runtime and HTTP client.
 //! - [`signer`]: ties them together behind [`signer::UrlSigner`].
 //!
 //! No Ruby types live here; `ext/gitlab_gcs_signer` is the binding.
@@ -26,8 +29,10 @@ pub mod credentials;
 pub mod encoding;
 pub mod error;
 pub mod events;
+pub mod flight;
 pub mod iam;
 pub mod probe;
+pub mod process;
 pub mod process_stats;
 pub mod request;
 pub mod retry;

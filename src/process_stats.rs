@@ -11,8 +11,13 @@
 //! Locking: the registry's lock is never held while a signer is dropped or
 //! while anything but plain numbers is built, so a drop that runs from a
 //! garbage collector on the same thread cannot re-enter it.
+//!
+//! The registry belongs to one process ([`ProcessLocal`], src/process.rs):
+//! a forked child starts from a copy of its parent's, read without waiting,
+//! so the signers it inherited stay counted and their counts carry over.
 
 use crate::events;
+use crate::process::ProcessLocal;
 use crate::signer::UrlSigner;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +33,7 @@ const GAUGES: &[&str] = &["entries"];
 /// event counters.
 const NOT_SUMMED: &[&str] = &["token_fetches"];
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Registry {
     live: HashMap<u64, UrlSigner>,
     retired: BTreeMap<&'static str, u64>,
@@ -37,12 +42,23 @@ struct Registry {
     names: Vec<&'static str>,
 }
 
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+static REGISTRY: ProcessLocal<Mutex<Option<Registry>>> = ProcessLocal::new();
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn registry() -> MutexGuard<'static, Option<Registry>> {
+    let local = REGISTRY.get_or_init(|parent| {
+        // The parent's lock is read only if free, and never released
+        // (crate::process::peek_mutex explains why).
+        let inherited = parent.and_then(|m| {
+            let guard = m.try_lock().ok()?;
+            let copy = guard.clone();
+            std::mem::forget(guard);
+            copy
+        });
+        Mutex::new(inherited)
+    });
     // A panic while holding the lock leaves plain numbers behind: use them.
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+    local.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Keeps a signer counted while it lives; dropping it retires the signer's
@@ -79,6 +95,18 @@ impl Drop for Registration {
         // The signer (its cache, its HTTP state) is freed outside the lock.
         drop(signer);
     }
+}
+
+/// Test hook (src/process.rs): the registry's lock.
+#[cfg(test)]
+pub(crate) fn lock_holder() -> crate::process::Holder<'static> {
+    (
+        "process stats registry",
+        Box::new(|park: &dyn Fn()| {
+            let _held = registry();
+            park();
+        }),
+    )
 }
 
 /// (name, value) for the whole process: every signer's counters (live and
