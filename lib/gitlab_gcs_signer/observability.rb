@@ -78,26 +78,27 @@ module GitlabGcsSigner
 
       # Signing's event: a call starts. For a signed URL while someone
       # listens, starts SIGN_URL_EVENT (its duration is the signing time) and
-      # returns what call_finished needs to finish it; else nil.
-      # +args+ are the native request (version, method, bucket, ... as
-      # Signer#native_request builds them).
-      def call_started(what, args)
-        return nil unless what == :sign_url && listening?
+      # returns what call_finished needs to finish it; else nil. On the
+      # cache-hit path this is the only call (listening? inlined: it is the
+      # one check a hit pays for).
+      def call_started(what, request)
+        return nil unless what == :sign_url && defined?(::ActiveSupport::Notifications) &&
+                          ::ActiveSupport::Notifications.notifier.listening?(SIGN_URL_EVENT)
 
-        payload = { cache: nil, method: args[1], bucket: args[2], version: args[0].to_sym }
+        payload = { cache: nil, method: verb(request), bucket: request[:bucket], version: version(request) }
         instrumenter = ::ActiveSupport::Notifications.instrumenter
         [instrumenter, payload, instrumenter.start(SIGN_URL_EVENT, payload)]
       end
 
-      # Signing's event: a call ended. Finishes the ActiveSupport event, and
-      # after a miss or an error logs what the core queued meanwhile (a hit
-      # never drains the queue: it stays microseconds).
-      def call_finished(started, what, args, status, error)
+      # Signing's event: a call ended (a hit without listeners is not
+      # reported). Finishes the ActiveSupport event, and after a miss or an
+      # error logs what the core queued meanwhile.
+      def call_finished(started, what, request, status, error)
         finish_event(started, status, error) if started
         return if status == :hit
 
         if error.is_a?(Error)
-          failed(error, what == :sign_url ? "signing a #{args[0]} #{args[1]} URL in bucket #{args[2]}" : what)
+          failed(error, what == :sign_url ? description(request) : what)
         elsif error.nil?
           flush_events
         end
@@ -126,6 +127,20 @@ module GitlabGcsSigner
           payload[:exception_object] = error
         end
         instrumenter.finish_with_state(state, SIGN_URL_EVENT, payload)
+      end
+
+      def description(request)
+        "signing a #{version(request)} #{verb(request)} URL in bucket #{request[:bucket]}"
+      end
+
+      # The request's verb and version as the payload and logs show them
+      # (signed_url's defaults: GET, :v4); the native side checks them.
+      def verb(request)
+        request.fetch(:method, "GET").to_s.upcase
+      end
+
+      def version(request)
+        request.fetch(:version, :v4).to_s.to_sym
       end
 
       def failed(error, what)

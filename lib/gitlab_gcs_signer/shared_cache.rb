@@ -41,7 +41,7 @@ module GitlabGcsSigner
     }.freeze
 
     # Signatures from signBlob are served for 12 hours at most (docs/facts.md#signblob-key-lifetime).
-    SIGN_BLOB_MAX_SERVE = 12 * 3600
+    SIGN_BLOB_MAX_SERVE = GitlabGcsSigner::DEFAULTS[:limits][:sign_blob_max_serve]
 
     # shared_hits: served from the store; shared_misses: nothing usable there,
     # so this process took the lock or waited; shared_waits: served by another

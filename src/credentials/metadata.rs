@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Same as `metadata.google.internal`, without needing DNS.
-pub const DEFAULT_HOST: &str = "169.254.169.254";
+pub const DEFAULT_HOST: &str = crate::config::METADATA_HOST;
 /// signBlob needs this scope; a storage-only token fails with 403
 /// `ACCESS_TOKEN_SCOPE_INSUFFICIENT` (fog-google issue 599). GKE honours the
 /// `scopes` parameter, GCE ignores it and uses the instance's scopes.

@@ -1,7 +1,7 @@
 //! `GitlabGcsSigner::Native.http_probe`: one HTTP exchange through the
 //! gem's own client (src/probe.rs), for the CLI's `doctor`. Not public API.
 
-use crate::convert::{arg, pairs, req_text};
+use crate::convert::{arg, pairs, text};
 use crate::nogvl::without_gvl;
 use gcs_signer::probe::{self, ProbeRequest};
 use magnus::{function, prelude::*, Error, RArray, RModule, Ruby, Value};
@@ -18,8 +18,8 @@ fn http_probe(ruby: &Ruby, args: &[Value]) -> Result<RArray, Error> {
         ));
     }
     let req = ProbeRequest {
-        method: req_text(ruby, args, 0, "method")?,
-        url: req_text(ruby, args, 1, "url")?,
+        method: text(ruby, arg(ruby, args, 0, "method")?, "method")?,
+        url: text(ruby, arg(ruby, args, 1, "url")?, "url")?,
         headers: pairs(ruby, args, 2, "headers")?,
         timeout: Duration::from_secs_f64(timeout),
         direct: arg(ruby, args, 4, "direct")?,

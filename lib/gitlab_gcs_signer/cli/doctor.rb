@@ -4,7 +4,7 @@ require "json"
 require "uri"
 require_relative "fixes"
 require_relative "doctor_probes"
-require_relative "../../gitlab_gcs_signer"
+require_relative "../../gitlab_gcs_signer" # GitlabGcsSigner::DEFAULTS
 
 module GitlabGcsSigner
   module CLI
@@ -22,9 +22,10 @@ module GitlabGcsSigner
       include DoctorProbes
 
       NAME = "doctor"
-      DEFAULT_METADATA_HOST = "169.254.169.254"
-      DEFAULT_IAM_ENDPOINT = "https://iamcredentials.googleapis.com"
-      DEFAULT_GCS_ENDPOINT = "https://storage.googleapis.com"
+      # The core's endpoints (src/config.rs), never repeated here.
+      DEFAULT_METADATA_HOST = GitlabGcsSigner::DEFAULTS[:endpoints][:metadata_host]
+      DEFAULT_IAM_ENDPOINT = GitlabGcsSigner::DEFAULTS[:endpoints][:iam_endpoint]
+      DEFAULT_GCS_ENDPOINT = "https://#{GitlabGcsSigner::DEFAULTS[:endpoints][:storage_host]}"
       PROBE_OBJECT = "gitlab-gcs-signer-doctor-probe"
       ACCOUNT = "/computeMetadata/v1/instance/service-accounts/default"
       SIGN_SCOPES = %w[https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/iam].freeze
