@@ -42,6 +42,7 @@ pub mod runtime;
 pub mod signer;
 pub mod stats;
 pub mod token;
+pub mod universe;
 pub mod v2;
 pub mod v4;
 

@@ -19,7 +19,7 @@ use crate::flight::Policy;
 use crate::request::{UrlRequest, Version, V4_MAX_EXPIRES};
 use crate::runtime;
 use crate::stats::Stats;
-use crate::{v2, v4};
+use crate::{universe, v2, v4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,6 +152,10 @@ struct Inner {
     stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
     timeout: Duration,
+    universe: String,
+    /// `storage.<universe>` outside Google's public cloud: the host of a
+    /// request that names none (`None`: the request's own default).
+    storage_host: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,11 +168,14 @@ impl UrlSigner {
     /// files and the environment, the metadata server is asked lazily.
     pub fn new(options: SignerOptions) -> Result<Self> {
         let stats = Arc::new(Stats::default());
-        let blob = credentials::discover(&options.credentials, stats.clone())?;
+        let (blob, universe) = credentials::discover_universe(&options.credentials, stats.clone())?;
+        let mut options = options;
+        options.credentials.universe_domain = Some(universe);
         Self::with_blob_signer(blob, options, stats)
     }
 
-    /// A signer over any [`BlobSigner`] (tests, embedders).
+    /// A signer over any [`BlobSigner`] (tests, embedders), in the universe
+    /// `options.credentials.universe_domain` (default `googleapis.com`).
     pub fn with_blob_signer(
         blob: Arc<dyn BlobSigner>,
         options: SignerOptions,
@@ -179,6 +186,12 @@ impl UrlSigner {
             Some(config) => Some(UrlCache::new(config, stats.clone())?),
             None => None,
         };
+        let universe = match options.credentials.universe_domain.as_deref() {
+            Some(u) => universe::normalize(u, "the `universe_domain:` option")?,
+            None => universe::DEFAULT.to_string(),
+        };
+        let storage_host =
+            (universe != universe::DEFAULT).then(|| universe::storage_host(&universe));
         Ok(UrlSigner {
             inner: Arc::new(Inner {
                 blob,
@@ -186,6 +199,8 @@ impl UrlSigner {
                 stats,
                 clock: options.clock,
                 timeout: options.timeout,
+                universe,
+                storage_host,
             }),
         })
     }
@@ -193,6 +208,11 @@ impl UrlSigner {
     /// The credential this signer signs with (never a secret).
     pub fn identity(&self) -> &str {
         self.inner.blob.identity()
+    }
+
+    /// The universe domain this signer signs in (`googleapis.com` unless set).
+    pub fn universe_domain(&self) -> &str {
+        &self.inner.universe
     }
 
     pub fn cache_config(&self) -> Option<CacheConfig> {
@@ -233,8 +253,9 @@ impl UrlSigner {
     /// `timestamp` pins the signing time (conformance tests, reproducible
     /// URLs) and bypasses the cache.
     pub fn plan(&self, req: UrlRequest, expiry: Expiry, timestamp: Option<i64>) -> Result<Plan> {
-        req.validate()?;
-        self.plan_unchecked(req, expiry, timestamp)
+        let plan = self.plan_unchecked(req, expiry, timestamp)?;
+        plan.req.validate()?;
+        Ok(plan)
     }
 
     /// [`UrlSigner::plan`] and [`UrlSigner::try_cached`] in one: a hit skips
@@ -255,12 +276,17 @@ impl UrlSigner {
         Ok(Lookup::Miss(Box::new(plan)))
     }
 
+    /// The plan for `req` in this signer's universe (its storage host when
+    /// the request names none), not yet validated.
     fn plan_unchecked(
         &self,
-        req: UrlRequest,
+        mut req: UrlRequest,
         expiry: Expiry,
         timestamp: Option<i64>,
     ) -> Result<Plan> {
+        if req.host.is_none() {
+            req.host.clone_from(&self.inner.storage_host);
+        }
         let now_micros = match timestamp {
             Some(t) => t
                 .checked_mul(1_000_000)

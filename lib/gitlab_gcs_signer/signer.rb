@@ -29,6 +29,13 @@ module GitlabGcsSigner
     # max_sign_blob_per_minute, max_sign_blob_in_flight: the client-side quota guard.
     # shared_cache:           nil, an ActiveSupport::Cache::Store (e.g. Rails.cache) or a
     #                         GitlabGcsSigner::SharedCache: signBlob URLs shared by every process.
+    # universe_domain:        default ENV["GOOGLE_CLOUD_UNIVERSE_DOMAIN"], else the credentials file's
+    #                         `universe_domain`, else googleapis.com: the default storage host
+    #                         (storage.UNIVERSE) and IAM endpoint (https://iamcredentials.UNIVERSE).
+    # universe_domain_from_metadata: true asks the metadata server for the universe (a 404 means
+    #                         googleapis.com) when neither of the first two names one and the
+    #                         credentials are the metadata server's. Off by default: it is the one
+    #                         network call Signer.new then makes.
     #
     # Defaults and limits: GitlabGcsSigner::DEFAULTS. Every option but
     # shared_cache: is converted and checked once, by the native extension
@@ -37,14 +44,19 @@ module GitlabGcsSigner
       # Simulated time is test support, not an option (spec/support/manual_clock.rb).
       raise ArgumentError, "unknown keyword: :clock" if options.key?(:clock)
 
-      options = options.merge(clock: @clock) if @clock # set by Signer.on_clock only
       credentials = options[:credentials]
       options = options.merge(credentials: JSON.generate(credentials)) if credentials.is_a?(Hash)
       unless credentials.nil? || credentials.is_a?(String) || credentials.is_a?(Hash)
         raise ArgumentError, "credentials: give a file path, JSON text or a Hash, not #{credentials.class}"
       end
 
-      @native = Native::Signer.new(options)
+      # @clock: set by Signer.on_clock only (test support), else nil.
+      @native = Native::Signer.new(@clock ? options.merge(clock: @clock) : options)
+      # What for_account needs to build the same signer for another account
+      # (never with credentials: only a signer without them can sign as another account).
+      @config = credentials.nil? ? options.merge(shared_cache: shared_cache).freeze : nil
+      @accounts = {}
+      @accounts_lock = Mutex.new
       @identity = @native.identity
       @shared_cache = shared_cache_arg(shared_cache, options[:cache],
                                        options.fetch(:timeout, DEFAULTS[:signer][:timeout]))
@@ -59,6 +71,17 @@ module GitlabGcsSigner
     # bucket_bound_hostname:, v2_path:, timestamp:; README "API") are
     # converted and checked once, natively, into the core's UrlRequest.
     def signed_url(**request)
+      Signing.signed_url(@native, request, @shared_cache)
+    end
+
+    # signed_url for the fog shim: the request Hash built directly, with no
+    # keyword splat on the cache-hit path. @api private
+    def fog_signed_url(version, method, scheme, host, bucket, object, headers, query, expires_at, v2_path)
+      request = { version: version, method: method, scheme: scheme, host: host, bucket: bucket, object: object,
+                  expires_at: expires_at }
+      request[:headers] = headers if headers
+      request[:query] = query if query
+      request[:v2_path] = v2_path if v2_path
       Signing.signed_url(@native, request, @shared_cache)
     end
 
@@ -78,6 +101,30 @@ module GitlabGcsSigner
     # The signing service account's email (may ask the metadata server once).
     def email
       Signing.call("looking up the service account email") { @native.email }
+    end
+
+    # The universe domain this signer signs in ("googleapis.com" unless set).
+    def universe_domain
+      @native.universe_domain
+    end
+
+    # This signer if it signs as `email`, else a signer for that account
+    # built the same way (same token, endpoints and options; signBlob with
+    # service_account_email: email), one per account. nil when this signer
+    # cannot sign as another account: built with credentials: (a key or an
+    # impersonation file: their account is fixed), or whatever Application
+    # Default Credentials found does not sign through signBlob as asked.
+    def for_account(email)
+      raise ArgumentError, "email must be a String, got #{email.class}" unless email.is_a?(String)
+      return self if email == self.email
+
+      @accounts_lock.synchronize do
+        return @accounts[email] if @accounts.key?(email)
+
+        other = @config && identity.start_with?("iam:") ? same_kind(@config.merge(service_account_email: email)) : nil
+        # An impersonation file ignores service_account_email: refuse rather than sign as its target.
+        @accounts[email] = other && other.email == email ? other : nil
+      end
     end
 
     # Counters: hits, misses, coalesced waits, signBlob calls and errors by
@@ -114,6 +161,11 @@ module GitlabGcsSigner
     alias to_s inspect
 
     private
+
+    # A signer built like this one (on the same simulated clock, if any).
+    def same_kind(options)
+      @clock ? Signer.send(:on_clock, @clock, **options) : Signer.new(**options)
+    end
 
     def shared_cache_arg(shared_cache, cache, timeout)
       return nil if shared_cache.nil?

@@ -6,7 +6,7 @@
 RSpec.describe "citations" do
   root = File.expand_path("../..", __dir__)
   files = Dir.chdir(root) do
-    Dir["{src,ext,lib,spec,tests,bench,docs,exe,script,rakelib}/**/*.{rs,rb,md,toml}"] +
+    Dir["{src,ext,lib,spec,tests,bench,docs,exe,script,rakelib,testing}/**/*.{rs,rb,md,toml}"] +
       Dir["*.{md,toml,gemspec}"] + ["Rakefile"]
   end
   texts = (files - ["spec/docs/citations_spec.rb"]).to_h { |f| [f, File.read(File.join(root, f))] }

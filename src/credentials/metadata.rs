@@ -29,6 +29,7 @@ pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-pl
 const TOKEN_PATH: &str =
     "instance/service-accounts/default/token?scopes=https://www.googleapis.com/auth/cloud-platform";
 const EMAIL_PATH: &str = "instance/service-accounts/default/email";
+const UNIVERSE_PATH: &str = "universe/universe-domain";
 
 /// Never as short as the 0.5 s some clients use: a cold GKE metadata server
 /// needs seconds for its first token.
@@ -173,6 +174,20 @@ impl MetadataClient {
             ));
         }
         Ok(email)
+    }
+
+    /// The universe domain the metadata server names
+    /// (`universe/universe-domain`); its 404 means `googleapis.com`.
+    pub async fn fetch_universe(&self) -> Result<String> {
+        match self.get(UNIVERSE_PATH, "universe domain").await {
+            Ok(body) => Ok(body.trim().to_string()),
+            Err(e)
+                if e.kind() == ErrorKind::Metadata && e.message().contains("(HTTP 404 from ") =>
+            {
+                Ok(crate::universe::DEFAULT.to_string())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The email, asked for once per process (single flight) and remembered.

@@ -126,6 +126,7 @@ use crate::clock::ManualClock;
 use gcs_signer::cache::CacheConfig;
 use gcs_signer::config;
 use gcs_signer::credentials::CredentialOptions;
+use gcs_signer::encoding;
 use gcs_signer::signer::{Expiry, SignerOptions};
 use gcs_signer::{UrlRequest, UrlStyle, Version};
 use magnus::rb_sys::AsRawValue;
@@ -157,7 +158,7 @@ const REQUEST_KEYS: [&str; 14] = [
     "timestamp",
 ];
 
-const SIGNER_KEYS: [&str; 10] = [
+const SIGNER_KEYS: [&str; 12] = [
     "credentials",
     "service_account_email",
     "metadata_host",
@@ -168,6 +169,8 @@ const SIGNER_KEYS: [&str; 10] = [
     "max_sign_blob_per_minute",
     "max_sign_blob_in_flight",
     "clock",
+    "universe_domain",
+    "universe_domain_from_metadata",
 ];
 
 const CACHE_KEYS: [&str; 3] = ["extension_ratio", "max_extension", "max_entries"];
@@ -183,6 +186,7 @@ struct Names {
     path: u64,
     virtual_hosted: u64,
     bucket_bound_hostname: u64,
+    addressable: u64,
 }
 
 static NAMES: OnceLock<Names> = OnceLock::new();
@@ -204,6 +208,7 @@ pub fn init(ruby: &Ruby) {
         path: raw("path"),
         virtual_hosted: raw("virtual_hosted"),
         bucket_bound_hostname: raw("bucket_bound_hostname"),
+        addressable: raw("addressable"),
     });
 }
 
@@ -377,6 +382,7 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
     let mut expires_in: Option<(f64, Value)> = None;
     let mut expires_at: Option<f64> = None;
     let mut timestamp: Option<i64> = None;
+    let mut addressable = false;
     hash.foreach(|key: Value, value: Value| {
         let Some(i) = key_index(&n.request, key) else {
             return Err(unknown_key(ruby, key));
@@ -421,6 +427,9 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
                 )?
             }
             9 => bound = opt(ruby, value, "bucket_bound_hostname")?,
+            // v2_path: :addressable asks for fog-google >= 1.21's path
+            // encoding, done natively once bucket and object are known.
+            10 if value.as_raw() as u64 == n.addressable => addressable = true,
             10 => req.v2_path = opt(ruby, value, "v2_path")?,
             11 if !value.is_nil() => expires_in = Some((number(ruby, value, "expires_in")?, value)),
             12 if !value.is_nil() => expires_at = Some(epoch(ruby, value, "expires_at", true)?),
@@ -434,6 +443,12 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
     if !bucket || !object {
         let missing = if bucket { ":object" } else { ":bucket" };
         return Err(arg_error(ruby, format!("missing keyword: {missing}")));
+    }
+    if addressable {
+        req.v2_path = Some(encoding::addressable_path(&format!(
+            "{}/{}",
+            req.bucket, req.object
+        )));
     }
     req.style = match style {
         0 => UrlStyle::Path,
@@ -624,6 +639,8 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
                     config::SIGN_BLOB_IN_FLIGHT_MAX as u64,
                 )? as usize
             }
+            10 => credentials.universe_domain = opt(ruby, value, "universe_domain")?,
+            11 => credentials.universe_from_metadata = value.to_bool(),
             _ => {
                 if !value.is_nil() {
                     let clock = <&ManualClock>::try_convert(value).map_err(|_| {

@@ -164,6 +164,10 @@ impl Signer {
         without_gvl(ruby, move |cancel| signer.email(cancel))
     }
 
+    fn universe_domain(&self) -> String {
+        self.0.universe_domain().to_string()
+    }
+
     fn identity(&self) -> String {
         self.0.identity().to_owned()
     }
@@ -203,6 +207,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("sign_blob", method!(Signer::sign_blob, 1))?;
     class.define_method("email", method!(Signer::email, 0))?;
     class.define_method("identity", method!(Signer::identity, 0))?;
+    class.define_method("universe_domain", method!(Signer::universe_domain, 0))?;
     class.define_method("stats", method!(Signer::stats, 0))?;
     class.define_method("cache_config", method!(Signer::cache_config, 0))?;
     Ok(())
