@@ -29,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod encoding;
+pub mod env;
 pub mod error;
 pub mod events;
 pub mod flight;
