@@ -115,6 +115,7 @@ module GitlabGcsSigner
     # The store's entry for the plan if it serves it; else the lock and a
     # new signature, or the lock holder's URL waited for.
     def read_or_sign(native, plan, value_key)
+      started = now
       url = verified_url(native, plan, store_call { @store.read(value_key, raw: true) })
       return [count(:shared_hits, url), :shared_hit] if url
       return [sign_and_share(native, plan, value_key), :miss] if breaker_open?
@@ -123,7 +124,14 @@ module GitlabGcsSigner
       count(:shared_misses)
       # Not a fencing lock: at worst (a winner slower than lock_ttl) two
       # processes sign the same key, which costs one signBlob call.
-      if store_call { @store.write(lock_key, "1", unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
+      locked = store_call { @store.write(lock_key, "1", unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
+      # The read and the lock together slower than `slow` count as a failure
+      # too: a hung Redis behind RedisCacheStore answers every call with nil
+      # or false after the client's timeout (0.2 s in the README's setup,
+      # under `slow`), so no single call looks slow, and without this every
+      # miss would keep waiting on it.
+      record_store_failure if !breaker_open? && now - started > @options[:slow]
+      if locked
         begin
           [sign_and_share(native, plan, value_key), :miss]
         ensure
@@ -147,12 +155,13 @@ module GitlabGcsSigner
         value = JSON.generate("url" => url, "expires_at" => expires_at, "signed_at" => signed_at,
                               "sign_blob" => from_sign_blob)
         written = store_call { @store.write(value_key, value, expires_in: ttl, raw: true) }
-        # A store answers a failed write with false (RedisCacheStore rescues
-        # Redis errors), the one sign of an outage that does not raise; nil
-        # means store_call already counted an exception.
+        # RedisCacheStore rescues Redis errors and answers a failed write with
+        # false (ActiveSupport 6.1) or nil (7.x), the one sign of an outage
+        # that does not raise. An exception was counted by store_call already, and
+        # it opened the breaker.
         if written
           count(:shared_writes)
-        elsif written == false
+        elsif !breaker_open?
           record_store_failure
         end
       end
