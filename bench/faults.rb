@@ -10,7 +10,7 @@
 #
 # Each row runs in a process forked from this one, which never signs, so
 # every row starts as a freshly booted Puma worker does: no token, no email,
-# nothing cached (the token cache is process-wide, field notes s.3). A row:
+# nothing cached (the token cache is process-wide, docs/facts.md#token-caching). A row:
 #   1. builds a signer (timeout: 1.5 s unless the row says otherwise),
 #   2. injects the fault and asks for one URL, timing the call,
 #   3. checks the outcome: a URL (verified by the emulator's GCS endpoint) or

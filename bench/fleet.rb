@@ -22,6 +22,7 @@ require "optparse"
 require "gitlab_gcs_signer"
 require "gitlab_gcs_signer/emulator"
 require_relative "../spec/support/redis"
+require_relative "../spec/support/manual_clock"
 
 opts = { processes: 8, duration: 3600, seed: 1, iam_latency_ms: 0 }
 OptionParser.new do |o|
@@ -99,7 +100,7 @@ end
 
 # One worker process: replays its requests one simulated second at a time.
 def worker(events, emulator, redis_url, shared, base, cmd, done)
-  clock = GitlabGcsSigner::Native::ManualClock.new(base)
+  clock = GitlabGcsSigner::Testing::ManualClock.new(base)
   shared_cache = nil
   if shared
     require "active_support"
@@ -109,7 +110,7 @@ def worker(events, emulator, redis_url, shared, base, cmd, done)
                                                       write_timeout: 0.2, reconnect_attempts: 0)
     shared_cache = GitlabGcsSigner::SharedCache.new(store)
   end
-  signer = GitlabGcsSigner::Signer.new(metadata_host: emulator.host, iam_endpoint: emulator.url, clock: clock,
+  signer = GitlabGcsSigner::Testing.signer(metadata_host: emulator.host, iam_endpoint: emulator.url, clock: clock,
                                        shared_cache: shared_cache)
   by_second = events.group_by(&:first)
   busy = 0.0

@@ -9,7 +9,7 @@
 #   GCS_SIGNER_LOAD_SECONDS=60 ruby bench/load.rb   # the full run (60 s + 30 s)
 #   ruby bench/load.rb --help
 #
-# What it does, as GitLab runs it (field notes s.6, s.7):
+# What it does, as GitLab runs it (docs/facts.md#gitlab-urls, #fork):
 # 1. The parent loads the gem, builds one signer (metadata_host/iam_endpoint at the
 #    emulator) and signs the hot URLs once, as a preloading Puma master would at boot.
 # 2. It forks 4 workers of 16 threads. Each thread serves "requests": 1-8 URLs
@@ -192,7 +192,7 @@ module GitlabGcsSigner
       end
 
       # An object nobody asked for before: an import (one URL) or a direct
-      # upload (GET, PUT and DELETE, 4 h 15 min, field notes s.6).
+      # upload (GET, PUT and DELETE, 4 h 15 min, docs/facts.md#gitlab-urls).
       def cold_request(rng, index, serial)
         object = "cold/#{@role}/#{::Process.pid}/#{index}/#{serial} #{rng.rand(1000)}+ü.bin"
         case rng.rand(10)

@@ -11,6 +11,7 @@ $LOAD_PATH.unshift File.expand_path("../lib", __dir__)
 $LOAD_PATH.unshift File.expand_path("../testing/lib", __dir__) # the emulator (test support)
 require "gitlab_gcs_signer"
 require "gitlab_gcs_signer/emulator"
+require_relative "../spec/support/manual_clock"
 
 module Bench
   ROOT = File.expand_path("..", __dir__)
@@ -31,12 +32,12 @@ module Bench
 
   # A signer as on GKE Workload Identity, pointed at the emulator.
   def keyless_signer(**options)
-    GitlabGcsSigner::Signer.new(metadata_host: emulator.host, iam_endpoint: emulator.url, **options)
+    GitlabGcsSigner::Testing.signer(metadata_host: emulator.host, iam_endpoint: emulator.url, **options)
   end
 
   # A signer with the emulator's own key: signs locally, no network.
   def key_signer(**options)
-    GitlabGcsSigner::Signer.new(credentials: KEY_FILE, **options)
+    GitlabGcsSigner::Testing.signer(credentials: KEY_FILE, **options)
   end
 
   def monotonic

@@ -14,8 +14,8 @@
 # - CI bursts: a pipeline every 60 s on average whose 20-200 jobs fetch the same new artifact
 #   (GET with content-disposition, 600 s) spread over 10 s, 1 min or 5 min.
 # TRACE_SCALE multiplies every rate (TRACE_SCALE=2: about 96,000 requests).
-# Time is simulated with GitlabGcsSigner::Native::ManualClock at millisecond resolution, so two
-# hours run in seconds. Field notes s.6 describe how GitLab asks for URLs.
+# Time is simulated with GitlabGcsSigner::Testing::ManualClock at millisecond resolution, so two
+# hours run in seconds. docs/facts.md#gitlab-urls describes how GitLab asks for URLs.
 #
 # For each cache setting it prints, per 1,000 URL requests: one signBlob call per URL (what
 # fog-google does), the gem's calls, and the fewest signatures any cache could make for the same
@@ -154,7 +154,7 @@ per_k = ->(n) { format("%7.1f", n * 1000.0 / events.size) }
 
 # Replays the trace under one setting; returns [signatures, hits, seconds, stats].
 run = lambda do |ratio, max_extension, keyless|
-  clock = GitlabGcsSigner::Native::ManualClock.new(Trace::EPOCH)
+  clock = GitlabGcsSigner::Testing::ManualClock.new(Trace::EPOCH)
   cache = { extension_ratio: ratio, max_extension: max_extension, max_entries: 20_000 }
   started = Bench.monotonic
   if keyless

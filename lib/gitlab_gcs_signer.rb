@@ -7,6 +7,7 @@ require_relative "gitlab_gcs_signer/signal_watch"
 require_relative "gitlab_gcs_signer/extension"
 GitlabGcsSigner::Extension.load
 
+require_relative "gitlab_gcs_signer/signing"
 require_relative "gitlab_gcs_signer/shared_cache"
 require_relative "gitlab_gcs_signer/signer"
 require_relative "gitlab_gcs_signer/observability"

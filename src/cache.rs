@@ -12,7 +12,7 @@
 //!
 //! On top: a signature from `signBlob` only serves a request that needs the
 //! URL no later than 12 hours after the signing (Google rotates the keys
-//! behind it and guarantees a signature for 12 hours, field notes s.2),
+//! behind it and guarantees a signature for 12 hours, docs/facts.md#signblob-key-lifetime),
 //! and nothing is ever served for a different key, since the key is the full
 //! request ([`crate::UrlRequest::cache_key`]), not a hash of it.
 //!
@@ -108,7 +108,7 @@ impl Entry {
             return true;
         }
         // Google guarantees a signBlob signature for 12 hours after signing
-        // (field notes s.2): the URL must be needed no longer than that.
+        // (docs/facts.md#signblob-key-lifetime): the URL must be needed no longer than that.
         if want.at_least - want.now <= SIGN_BLOB_MAX_SERVE_SECS {
             want.at_least <= self.signed_at + SIGN_BLOB_MAX_SERVE_SECS
         } else {

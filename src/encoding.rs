@@ -13,7 +13,7 @@
 //! | [`cgi_escape`]    | `A-Za-z0-9_.-~`                | `+`   | V2 `Signature` (Ruby 3.1 `CGI.escape`) |
 //!
 //! All of them write upper-case hex, as Google's V4 spec and Ruby's
-//! `unpack("H2").upcase` / `CGI.escape` do (field notes s.4).
+//! `unpack("H2").upcase` / `CGI.escape` do (docs/facts.md#v4-signing).
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
@@ -56,7 +56,7 @@ pub fn rfc3986_path(s: &str) -> String {
 /// after the first step comes from a `/`, so the `gsub("%2F", "/")` is the
 /// same as keeping `/`. The result therefore equals [`rfc3986_path`]; it is a
 /// separate function because V2 must follow fog-google, not RFC 3986, and
-/// later fog-google versions encode differently (field notes s.4).
+/// later fog-google versions encode differently (docs/facts.md#fog-path-encoding).
 pub fn fog115_path(s: &str) -> String {
     encode(s, |b| is_unreserved(b) || b == b'/', false)
 }
@@ -156,7 +156,7 @@ mod tests {
             rfc3986_path("/a b+c&d?e#f%g=h//i"),
             "/a%20b%2Bc%26d%3Fe%23f%25g%3Dh//i"
         );
-        // field notes s.4: fog-google 1.15 turns `a b+c.png` into `a%20b%2Bc.png`.
+        // docs/facts.md#fog-path-encoding: fog-google 1.15 turns `a b+c.png` into `a%20b%2Bc.png`.
         assert_eq!(fog115_path("b/a b+c.png"), "b/a%20b%2Bc.png");
         assert_eq!(fog115_path("b//x/"), "b//x/");
         // A literal "%2F" in a name must not turn into a slash.

@@ -83,3 +83,25 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// reqwest's error text without the chain of sources that may repeat it.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    // The innermost cause says what happened ("Connection refused (os
+    // error 111)"); the layers above it only wrap it ("client error
+    // (Connect)").
+    let mut cause = std::error::Error::source(e);
+    while let Some(deeper) = cause.and_then(std::error::Error::source) {
+        cause = Some(deeper);
+    }
+    match cause {
+        Some(src) => format!("{what}: {src}"),
+        None => what.to_string(),
+    }
+}

@@ -1,4 +1,4 @@
-//! The IAM Credentials `signBlob` client (field notes s.2): the only keyless
+//! The IAM Credentials `signBlob` client (docs/facts.md#signblob-api): the only keyless
 //! way to get an RSA-SHA256 signature from a Google service account.
 //!
 //! Each call: wait out a shared 429 cool-down, pass the client-side quota
@@ -8,8 +8,7 @@
 
 use crate::blob::{BlobSigner, BoxFuture};
 use crate::body::BodyError;
-use crate::credentials::metadata::{describe, MetadataClient};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{describe, Error, ErrorKind, Result};
 use crate::process::ProcessLocal;
 use crate::retry::{self, Backoff};
 use crate::runtime;
@@ -40,7 +39,7 @@ fn attempt_timeout(budget: Duration) -> Duration {
 }
 
 /// Client-side limits that keep one process from eating the project's
-/// shared signBlob quota (60,000 per minute per project, field notes s.2).
+/// shared signBlob quota (60,000 per minute per project, docs/facts.md#signblob-quota).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaConfig {
     /// signBlob requests per minute (retries included).
@@ -66,7 +65,28 @@ pub enum EmailSource {
     /// `service_account_email:`, or the target of an impersonation file.
     Known(String),
     /// The metadata server's default account, asked once.
-    Metadata(Arc<MetadataClient>),
+    Metadata(Arc<dyn EmailLookup>),
+}
+
+/// An email that must be asked for: the metadata server's default account
+/// (src/credentials/metadata.rs implements it). Declared here, by the one
+/// that needs it, so that this client does not depend on the credentials
+/// module that builds it.
+pub trait EmailLookup: Send + Sync + fmt::Debug {
+    /// Where it is asked (a host), for identities and messages.
+    fn origin(&self) -> &str;
+    /// The email if it is already known (no I/O).
+    fn cached(&self) -> Option<String>;
+    /// Asks for it; concurrent callers share one request.
+    fn lookup(&self) -> BoxFuture<'_, Result<String>>;
+    /// Why the latest attempt failed, while it is failing.
+    fn last_failure(&self) -> Option<String>;
+
+    /// Test hook (src/process.rs): the lookup's per-process locks.
+    #[cfg(test)]
+    fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        Vec::new()
+    }
 }
 
 /// Everything an [`IamSigner`] needs; all of it known without I/O.
@@ -238,7 +258,7 @@ impl IamSigner {
     pub fn new(config: IamConfig, tokens: Arc<TokenCache>, stats: Arc<Stats>) -> Self {
         let identity = match &config.email {
             EmailSource::Known(e) => format!("iam:{e}"),
-            EmailSource::Metadata(m) => format!("iam:metadata:{}", m.host()),
+            EmailSource::Metadata(m) => format!("iam:metadata:{}", m.origin()),
         };
         IamSigner {
             identity,
@@ -249,11 +269,6 @@ impl IamSigner {
         }
     }
 
-    /// The overall budget of one [`BlobSigner::sign`] call.
-    pub fn timeout(&self) -> Duration {
-        self.config.timeout
-    }
-
     /// The shared token cache (for stats: `tokens().fetches()`).
     pub fn tokens(&self) -> &Arc<TokenCache> {
         &self.tokens
@@ -262,7 +277,7 @@ impl IamSigner {
     async fn email_inner(&self) -> Result<String> {
         match &self.config.email {
             EmailSource::Known(e) => Ok(e.clone()),
-            EmailSource::Metadata(m) => m.email().await,
+            EmailSource::Metadata(m) => m.lookup().await,
         }
     }
 
@@ -441,7 +456,7 @@ impl BlobSigner for IamSigner {
     fn email_now(&self) -> Option<String> {
         match &self.config.email {
             EmailSource::Known(e) => Some(e.clone()),
-            EmailSource::Metadata(m) => m.cached_email(),
+            EmailSource::Metadata(m) => m.cached(),
         }
     }
 
@@ -455,7 +470,7 @@ impl BlobSigner for IamSigner {
                 Ok(r) => r,
                 Err(_) => {
                     let (host, last) = match &self.config.email {
-                        EmailSource::Metadata(m) => (m.host().to_string(), m.last_failure()),
+                        EmailSource::Metadata(m) => (m.origin().to_string(), m.last_failure()),
                         EmailSource::Known(_) => ("?".to_string(), None),
                     };
                     // A wrong GCE_METADATA_HOST fails the same way as a slow

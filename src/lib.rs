@@ -14,6 +14,8 @@
 //! - [`process`]: state that belongs to one process, and the rule that a
 //!   forked child never waits on its parent's locks, flights or tasks.
 //! - [`flight`]: single flight, the one way concurrent identical work is coalesced.
+//! - [`probe`]: one plain HTTP exchange through the gem's client (the CLI's doctor).
+//! - [`process_stats`]: process-wide figures over every signer, for Prometheus.
 //! - [`runtime`]: the per-process tokio runtime and HTTP client.
 //! - [`signer`]: ties them together behind [`signer::UrlSigner`].
 //!
@@ -27,11 +29,14 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod encoding;
+pub mod env;
 pub mod error;
 pub mod events;
 pub mod flight;
 pub mod iam;
+pub mod probe;
 pub mod process;
+pub mod process_stats;
 pub mod request;
 pub mod retry;
 pub mod runtime;

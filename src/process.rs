@@ -43,7 +43,7 @@
 //! of shared caches), [`crate::iam`] (quota guard: bucket, in-flight
 //! semaphore, 429 cool-down), [`crate::credentials::metadata`] (email,
 //! lookup flight, last failure, the registry of clients), and the binding's
-//! signer registry (`ext/gitlab_gcs_signer/src/observe.rs`). Coalescing
+//! signer registry ([`crate::process_stats`]). Coalescing
 //! itself is [`crate::flight`].
 //!
 //! The test of the rule is at the bottom of this file: it forks while other
@@ -481,6 +481,10 @@ mod tests {
         }
         crate::events::throttled("rate");
         crate::events::drain();
+        // The stats registry: a signer registered, counted and retired.
+        drop(crate::process_stats::Registration::new(keyed));
+        crate::process_stats::totals();
+        crate::process_stats::live_signers();
         match started.elapsed() {
             t if t > Duration::from_secs(1) => Err(format!("took {t:?}")),
             _ => Ok(()),
@@ -551,6 +555,7 @@ mod tests {
             }
             for (name, hold) in [
                 crate::events::lock_holder(),
+                crate::process_stats::lock_holder(),
                 crate::token::registry_holder(),
                 crate::credentials::metadata::MetadataClient::registry_holder(),
             ] {

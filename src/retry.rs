@@ -17,7 +17,7 @@ pub const BASE_DELAY: Duration = Duration::from_millis(100);
 pub const MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// HTTP statuses worth another try: timeouts, throttling and transient
-/// server errors (field notes s.2). 400/401/403/404 are answers, not
+/// server errors (docs/facts.md#signblob-errors). 400/401/403/404 are answers, not
 /// accidents, and retrying them only burns quota.
 pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)

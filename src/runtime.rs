@@ -1,7 +1,8 @@
 //! The per-process tokio runtime and pooled HTTP client.
 //!
 //! A tokio runtime created before `fork` is unusable in the child (its
-//! worker threads do not exist there), and dropping it hangs. So both live
+//! worker threads do not exist there), and dropping it hangs
+//! (docs/facts.md#fork). So both live
 //! in a [`ProcessLocal`] (src/process.rs): built lazily on first use, never
 //! at load time, once per process; a forked child builds its own and leaks
 //! the parent's.

@@ -54,8 +54,8 @@ impl Default for SignerOptions {
     }
 }
 
-/// Long enough for a cold GKE metadata server (first token over 2 s, field
-/// notes s.3) plus a few signBlob retries; short enough that a Puma request
+/// Long enough for a cold GKE metadata server (first token over 2 s,
+/// docs/facts.md#metadata-server) plus a few signBlob retries; short enough that a Puma request
 /// does not hang on an outage.
 pub const DEFAULT_TIMEOUT: Duration = crate::config::TIMEOUT;
 
@@ -79,10 +79,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn request(&self) -> &UrlRequest {
-        &self.req
-    }
-
     /// When the plan was made (Unix seconds, the signer's clock).
     pub fn now(&self) -> i64 {
         self.date

@@ -1,4 +1,4 @@
-//! One access token per credential and process (field notes s.3).
+//! One access token per credential and process (docs/facts.md#token-caching).
 //!
 //! Google's guidance for token caches: keep one token in memory, never fetch
 //! per request. More than 225 s left: use it. Between 225 s and 120 s: keep
@@ -122,7 +122,7 @@ impl fmt::Debug for TokenCache {
 
 /// Held for the life of the process: a process has a handful of credential
 /// identities (one per metadata host or credentials file), and a signer
-/// built per request (GitLab's `Fog::Storage` per upload, field notes s.6)
+/// built per request (GitLab's `Fog::Storage` per upload, docs/facts.md#gitlab-urls)
 /// must find the token its garbage-collected predecessors fetched.
 /// A forked child starts from a copy of its parent's (if it can read it
 /// without waiting), so its signers share the caches it inherited.
@@ -228,11 +228,11 @@ impl TokenCache {
         let fetch = self.source.fetch();
         let held = st.held.clone();
         async move {
-            let result = crate::events::token_refreshed(fetch.await.and_then(checked)).map(|f| {
-                AccessToken {
-                    value: f.value,
-                    expires_at: started.saturating_add(micros(f.expires_in.min(MAX_LIFETIME))),
-                }
+            let fetched = fetch.await.and_then(checked);
+            crate::events::token_refreshed(fetched.as_ref().map(|f| f.expires_in));
+            let result = fetched.map(|f| AccessToken {
+                value: f.value,
+                expires_at: started.saturating_add(micros(f.expires_in.min(MAX_LIFETIME))),
             });
             let mut h = held.lock();
             match &result {

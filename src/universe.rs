@@ -10,7 +10,7 @@
 //! the credentials file's `universe_domain` field, and, only when asked
 //! (`universe_from_metadata`), the metadata server (docs/gitlab.md).
 
-use crate::credentials::Env;
+use crate::env::Env;
 use crate::error::{Error, Result};
 
 /// Google's public cloud.

@@ -1,5 +1,5 @@
 //! V2 signed URLs, byte for byte what fog-google 1.15 emits
-//! (`Utils#host_path_query` + `Real#signature`, field notes s.4 and s.5),
+//! (`Utils#host_path_query` + `Real#signature`, docs/facts.md#v2-signing and #fog-url-path),
 //! so switching a GitLab install to this signer changes no URL.
 //!
 //! ```text

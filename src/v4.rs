@@ -1,6 +1,6 @@
 //! V4 signed URLs (`GOOG4-RSA-SHA256`), following Google's "V4 signing
 //! process" and checked against the official conformance vectors
-//! (`spec/fixtures/conformance/`, field notes s.4).
+//! (`spec/fixtures/conformance/`, docs/facts.md#v4-signing).
 //!
 //! ```text
 //! canonical request = METHOD "\n"

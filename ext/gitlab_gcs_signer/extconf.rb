@@ -2,7 +2,7 @@
 
 # Builds the Rust extension. With the rb_sys gem installed, its mkmf helper
 # does the work; without it (RubyGems unreachable, Debian has no package,
-# field notes s.7), a plain Makefile runs cargo and installs the .so.
+# docs/facts.md#offline-build), a plain Makefile runs cargo and installs the .so.
 require "mkmf"
 require "rbconfig"
 

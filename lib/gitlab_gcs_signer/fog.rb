@@ -213,7 +213,7 @@ module GitlabGcsSigner
 
       # Any other URL fog builds itself (Real#signature) signs here when the
       # connection has no key: fog's own IAM client asked for the wrong scope
-      # before 1.24.1 and cannot be called on Ruby 3 in 1.15 (docs/gitlab.md).
+      # before 1.24.1 and cannot be called on Ruby 3 in 1.15 (docs/facts.md#fog-url-path).
       def iam_signer(string_to_sign)
         signer = gcs_signer
         signer ? signer.sign_blob(string_to_sign) : super

@@ -16,9 +16,11 @@ module GitlabGcsSigner
   # token. The event's duration is the signing time.
   SIGN_URL_EVENT = "sign_url.gitlab_gcs_signer"
 
-  # Instrumentation, logging and process-wide stats. The Rust core cannot call
-  # Ruby from its worker threads, so it queues log events (src/events.rs) and
-  # this module drains them after every cache miss or error, never on a hit.
+  # Instrumentation, logging and process-wide stats, beside the signing
+  # pipeline: it subscribes to the events Signing emits (signing.rb) and
+  # never signs anything itself. The Rust core cannot call Ruby from its
+  # worker threads, so it queues log events (src/events.rs) and this module
+  # drains them after every cache miss or error, never on a hit.
   module Observability
     NULL_LOGGER = Logger.new(nil)
     PREFIX = "gitlab-gcs-signer: "
@@ -74,30 +76,32 @@ module GitlabGcsSigner
           ::ActiveSupport::Notifications.notifier.listening?(SIGN_URL_EVENT)
       end
 
-      # Signer#signed_url. +request+ is its keyword Hash, converted natively.
-      def signed_url(native, request, shared = nil)
-        return instrumented(native, request, shared) if shared || listening?
+      # Signing's event: a call starts. For a signed URL while someone
+      # listens, starts SIGN_URL_EVENT (its duration is the signing time) and
+      # returns what call_finished needs to finish it; else nil. On the
+      # cache-hit path this is the only call (listening? inlined: it is the
+      # one check a hit pays for).
+      def call_started(what, request)
+        return nil unless what == :sign_url && defined?(::ActiveSupport::Notifications) &&
+                          ::ActiveSupport::Notifications.notifier.listening?(SIGN_URL_EVENT)
 
-        # The cache-hit path: one native call and nothing else.
-        begin
-          url, hit = native.signed_url_with_status(request)
-        rescue Error => e
-          failed(e, description(request))
-          raise
-        end
-        flush_events unless hit
-        url
+        payload = { cache: nil, method: verb(request), bucket: request[:bucket], version: version(request) }
+        instrumenter = ::ActiveSupport::Notifications.instrumenter
+        [instrumenter, payload, instrumenter.start(SIGN_URL_EVENT, payload)]
       end
 
-      # Runs a call that always misses the cache (sign_blob, email, ...),
-      # then logs what happened meanwhile.
-      def observe(what)
-        result = yield
-        flush_events
-        result
-      rescue Error => e
-        failed(e, what)
-        raise
+      # Signing's event: a call ended (a hit without listeners is not
+      # reported). Finishes the ActiveSupport event, and after a miss or an
+      # error logs what the core queued meanwhile.
+      def call_finished(started, what, request, status, error)
+        finish_event(started, status, error) if started
+        return if status == :hit
+
+        if error.is_a?(Error)
+          failed(error, what == :sign_url ? description(request) : what)
+        elsif error.nil?
+          flush_events
+        end
       end
 
       # Logs the core's queued events; returns how many there were.
@@ -113,27 +117,16 @@ module GitlabGcsSigner
 
       private
 
-      def instrumented(native, request, shared)
-        return sign(native, request, nil, shared) unless listening?
-
-        payload = { cache: nil, method: verb(request), bucket: request[:bucket], version: version(request) }
-        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, request, payload, shared) }
-      end
-
-      def sign(native, request, payload, shared)
-        if shared
-          url, status = shared.signed_url_with_status(native, request)
-        else
-          url, hit = native.signed_url_with_status(request)
-          status = hit ? :hit : :miss
+      # As ActiveSupport's own #instrument does: the status, and on failure
+      # :exception and :exception_object, in the payload.
+      def finish_event(started, status, error)
+        instrumenter, payload, state = started
+        payload[:cache] = status
+        if error
+          payload[:exception] = [error.class.name, error.message]
+          payload[:exception_object] = error
         end
-        payload[:cache] = status if payload
-        flush_events unless status == :hit
-        url
-      rescue Error => e
-        payload[:cache] = :miss if payload
-        failed(e, description(request))
-        raise
+        instrumenter.finish_with_state(state, SIGN_URL_EVENT, payload)
       end
 
       def description(request)
@@ -183,6 +176,8 @@ module GitlabGcsSigner
       end
     end
   end
+
+  Signing.subscriber = Observability
 
   class << self
     # Where retries, token refreshes and errors are logged. Defaults to

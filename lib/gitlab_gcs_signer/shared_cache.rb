@@ -31,7 +31,7 @@ module GitlabGcsSigner
     DEFAULTS = {
       namespace: "gitlab_gcs_signer:v1",
       # How long a process that lost the race waits for the winner's URL
-      # (signBlob takes about 50-60 ms, bursts up to 1 s: field notes s.2).
+      # (signBlob takes about 50-60 ms, bursts up to 1 s: docs/facts.md#signblob-latency).
       wait: 1.0,
       # The coalescing lock outlives a slow signBlob but not an outage.
       lock_ttl: 2.0,
@@ -40,7 +40,7 @@ module GitlabGcsSigner
       breaker_seconds: 10.0
     }.freeze
 
-    # Signatures from signBlob are served for 12 hours at most (field notes s.2).
+    # Signatures from signBlob are served for 12 hours at most (docs/facts.md#signblob-key-lifetime).
     SIGN_BLOB_MAX_SERVE = GitlabGcsSigner::DEFAULTS[:limits][:sign_blob_max_serve]
 
     # shared_hits: served from the store; shared_misses: nothing usable there,
@@ -81,7 +81,7 @@ module GitlabGcsSigner
       end
       @store = store
       @options = DEFAULTS.merge(options)
-      %i[wait lock_ttl slow breaker_seconds].each { |k| positive(k) }
+      %i[wait lock_ttl slow breaker_seconds].each { |k| check_positive_seconds(k) }
       raise ArgumentError, "shared_cache namespace: must be a non-empty String" unless valid_namespace?
 
       @namespace = @options[:namespace]
@@ -90,27 +90,20 @@ module GitlabGcsSigner
       @open_until = nil
     end
 
-    # The URL for a signed_url keyword Hash (the native signer converts it).
-    def signed_url(native, request)
-      signed_url_with_status(native, request)[0]
-    end
-
-    # [url, :hit | :shared_hit | :miss]: where the URL came from (the local
-    # cache, the store, or a new signature), for instrumentation.
-    def signed_url_with_status(native, request)
-      found = native.lookup(request)
-      return [found, :hit] if found.is_a?(String)
-
-      key = open? ? skip : native.shared_key(found)
-      return [native.sign_plan(found)[0], :miss] unless key
+    # Steps 2 to 4 of Signing (signing.rb) for a local miss: the URL for the
+    # native +plan+ from the store, else signed here (or by the process that
+    # holds the lock) and shared. [url, :shared_hit | :miss].
+    def fetch_or_sign(native, plan)
+      key = breaker_open? ? count_skipped : native.shared_key(plan)
+      return [native.sign_plan(plan)[0], :miss] unless key
 
       # The braces are a Redis Cluster hash tag: the value and its lock share a
       # slot, so read_multi (MGET) of both works on a cluster too.
-      fetch(native, found, "#{@namespace}:{#{key}}")
+      read_or_sign(native, plan, "#{@namespace}:{#{key}}")
     end
 
     def stats
-      @mutex.synchronize { @counters.dup }.merge(shared_breaker_open: open? ? 1 : 0)
+      @mutex.synchronize { @counters.dup }.merge(shared_breaker_open: breaker_open? ? 1 : 0)
     end
 
     def inspect
@@ -119,72 +112,74 @@ module GitlabGcsSigner
 
     private
 
-    def fetch(native, plan, value_key)
+    # The store's entry for the plan if it serves it; else the lock and a
+    # new signature, or the lock holder's URL waited for.
+    def read_or_sign(native, plan, value_key)
       started = now
-      url = adopt(native, plan, call { @store.read(value_key, raw: true) })
+      url = verified_url(native, plan, store_call { @store.read(value_key, raw: true) })
       return [count(:shared_hits, url), :shared_hit] if url
-      return [publish(native, plan, value_key), :miss] if open?
+      return [sign_and_share(native, plan, value_key), :miss] if breaker_open?
 
       lock_key = "#{value_key}:lock"
       count(:shared_misses)
       # Not a fencing lock: at worst (a winner slower than lock_ttl) two
       # processes sign the same key, which costs one signBlob call.
-      locked = call { @store.write(lock_key, "1", unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
+      locked = store_call { @store.write(lock_key, "1", unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
       # The read and the lock together slower than `slow` count as a failure
       # too: a hung Redis behind RedisCacheStore answers every call with nil
       # or false after the client's timeout (0.2 s in the README's setup,
       # under `slow`), so no single call looks slow, and without this every
       # miss would keep waiting on it.
-      failure if !open? && now - started > @options[:slow]
+      record_store_failure if !breaker_open? && now - started > @options[:slow]
       if locked
         begin
-          [publish(native, plan, value_key), :miss]
+          [sign_and_share(native, plan, value_key), :miss]
         ensure
-          call { @store.delete(lock_key) }
+          store_call { @store.delete(lock_key) }
         end
       else
-        waited = wait_for(native, plan, value_key, lock_key)
-        waited ? [waited, :shared_hit] : [publish(native, plan, value_key), :miss]
+        waited = wait_for_winner(native, plan, value_key, lock_key)
+        waited ? [waited, :shared_hit] : [sign_and_share(native, plan, value_key), :miss]
       end
     end
 
     # Signs (one signBlob, or the local cache if another thread just did)
     # and shares the result for as long as any request may use it.
-    def publish(native, plan, value_key)
+    def sign_and_share(native, plan, value_key)
       url, expires_at, signed_at, from_sign_blob = native.sign_plan(plan)
-      return url if open?
+      return url if breaker_open?
 
       usable_until = from_sign_blob ? [expires_at, signed_at + SIGN_BLOB_MAX_SERVE].min : expires_at
       ttl = usable_until - plan.now
       if ttl.positive?
         value = JSON.generate("url" => url, "expires_at" => expires_at, "signed_at" => signed_at,
                               "sign_blob" => from_sign_blob)
-        written = call { @store.write(value_key, value, expires_in: ttl, raw: true) }
+        written = store_call { @store.write(value_key, value, expires_in: ttl, raw: true) }
         # RedisCacheStore rescues Redis errors and answers a failed write with
         # false (ActiveSupport 6.1) or nil (7.x), the one sign of an outage
-        # that does not raise. An exception was counted by call already, and
+        # that does not raise. An exception was counted by store_call already, and
         # it opened the breaker.
         if written
           count(:shared_writes)
-        elsif !open?
-          failure
+        elsif !breaker_open?
+          record_store_failure
         end
       end
       url
     end
 
     # Polls for the winner's URL while its lock stands, up to the wait.
-    def wait_for(native, plan, value_key, lock_key)
+    def wait_for_winner(native, plan, value_key, lock_key)
       deadline = now + @options[:wait]
       pause = 0.005
       loop do
-        return nil if open?
+        return nil if breaker_open?
 
         sleep([pause, deadline - now].min.clamp(0, nil))
         return count(:shared_wait_timeouts, nil) if now >= deadline
 
-        found = call { @store.read_multi(value_key, lock_key, raw: true) } || {}
-        url = adopt(native, plan, found[value_key])
+        found = store_call { @store.read_multi(value_key, lock_key, raw: true) } || {}
+        url = verified_url(native, plan, found[value_key])
         return count(:shared_waits, url) if url
         # The winner is done (or failed) and left nothing this request can use.
         return nil unless found.key?(lock_key)
@@ -193,10 +188,12 @@ module GitlabGcsSigner
       end
     end
 
-    def adopt(native, plan, value)
+    # The URL of a store entry if the native signer takes it for this plan
+    # (Native::Signer#adopt), else nil, counted as stale or rejected.
+    def verified_url(native, plan, value)
       return nil if value.nil?
 
-      url, expires_at, signed_at, from_sign_blob = parse(value)
+      url, expires_at, signed_at, from_sign_blob = parse_entry(value)
       return count(:shared_rejected, nil) unless url
 
       case native.adopt(plan, url, expires_at, signed_at, from_sign_blob)
@@ -206,7 +203,7 @@ module GitlabGcsSigner
       end
     end
 
-    def parse(value)
+    def parse_entry(value)
       data = JSON.parse(value)
       return nil unless data.is_a?(Hash)
 
@@ -221,15 +218,15 @@ module GitlabGcsSigner
 
     # One store call: a store failure or a slow answer opens the breaker;
     # any other exception propagates.
-    def call
+    def store_call
       started = now
       result = yield
-      failure if now - started > @options[:slow]
+      record_store_failure if now - started > @options[:slow]
       result
     rescue StandardError => e
       raise unless store_failure?(e)
 
-      failure
+      record_store_failure
       nil
     end
 
@@ -240,7 +237,8 @@ module GitlabGcsSigner
       error.class.ancestors.any? { |mod| STORE_ERRORS.include?(mod.name) }
     end
 
-    def failure
+    # Counts a failed or slow store call and opens (or keeps open) the breaker.
+    def record_store_failure
       @mutex.synchronize do
         @counters[:shared_errors] += 1
         @counters[:shared_breaker_opens] += 1 unless @open_until && now < @open_until
@@ -249,13 +247,13 @@ module GitlabGcsSigner
       false
     end
 
-    def open?
+    def breaker_open?
       return false unless @open_until
 
       now < @open_until
     end
 
-    def skip
+    def count_skipped
       count(:shared_skipped, nil)
     end
 
@@ -268,7 +266,7 @@ module GitlabGcsSigner
       Process.clock_gettime(Process::CLOCK_MONOTONIC)
     end
 
-    def positive(name)
+    def check_positive_seconds(name)
       value = @options[name]
       return if value.is_a?(Numeric) && value.real? && value.to_f.finite? && value.positive?
 

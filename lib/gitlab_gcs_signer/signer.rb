@@ -41,13 +41,17 @@ module GitlabGcsSigner
     # shared_cache: is converted and checked once, by the native extension
     # (ext/gitlab_gcs_signer/src/convert.rs), with the core's messages.
     def initialize(shared_cache: nil, **options)
+      # Simulated time is test support, not an option (spec/support/manual_clock.rb).
+      raise ArgumentError, "unknown keyword: :clock" if options.key?(:clock)
+
       credentials = options[:credentials]
       options = options.merge(credentials: JSON.generate(credentials)) if credentials.is_a?(Hash)
       unless credentials.nil? || credentials.is_a?(String) || credentials.is_a?(Hash)
         raise ArgumentError, "credentials: give a file path, JSON text or a Hash, not #{credentials.class}"
       end
 
-      @native = Native::Signer.new(options)
+      # @clock: set by Signer.on_clock only (test support), else nil.
+      @native = Native::Signer.new(@clock ? options.merge(clock: @clock) : options)
       # What for_account needs to build the same signer for another account
       # (never with credentials: only a signer without them can sign as another account).
       @config = credentials.nil? ? options.merge(shared_cache: shared_cache).freeze : nil
@@ -67,7 +71,7 @@ module GitlabGcsSigner
     # bucket_bound_hostname:, v2_path:, timestamp:; README "API") are
     # converted and checked once, natively, into the core's UrlRequest.
     def signed_url(**request)
-      Observability.signed_url(@native, request, @shared_cache)
+      Signing.signed_url(@native, request, @shared_cache)
     end
 
     # signed_url for the fog shim: the request Hash built directly, with no
@@ -78,25 +82,25 @@ module GitlabGcsSigner
       request[:headers] = headers if headers
       request[:query] = query if query
       request[:v2_path] = v2_path if v2_path
-      Observability.signed_url(@native, request, @shared_cache)
+      Signing.signed_url(@native, request, @shared_cache)
     end
 
     # The string the URL for the same arguments signs: compare it with what
     # Google's SignatureDoesNotMatch error shows to find which part differs.
     def string_to_sign(**request)
-      Observability.observe("string_to_sign") { @native.string_to_sign(request) }
+      Signing.call("string_to_sign") { @native.string_to_sign(request) }
     end
 
     # Raw RSA-SHA256 signature of bytes (a binary String). Never cached.
     def sign_blob(bytes)
       raise ArgumentError, "sign_blob needs a String, got #{bytes.class}" unless bytes.is_a?(String)
 
-      Observability.observe("signBlob") { @native.sign_blob(bytes) }
+      Signing.call("signBlob") { @native.sign_blob(bytes) }
     end
 
     # The signing service account's email (may ask the metadata server once).
     def email
-      Observability.observe("looking up the service account email") { @native.email }
+      Signing.call("looking up the service account email") { @native.email }
     end
 
     # The universe domain this signer signs in ("googleapis.com" unless set).
@@ -117,7 +121,7 @@ module GitlabGcsSigner
       @accounts_lock.synchronize do
         return @accounts[email] if @accounts.key?(email)
 
-        other = @config && identity.start_with?("iam:") ? Signer.new(**@config.merge(service_account_email: email)) : nil
+        other = @config && identity.start_with?("iam:") ? same_kind(@config.merge(service_account_email: email)) : nil
         # An impersonation file ignores service_account_email: refuse rather than sign as its target.
         @accounts[email] = other && other.email == email ? other : nil
       end
@@ -136,6 +140,20 @@ module GitlabGcsSigner
       ratio && { extension_ratio: ratio, max_extension: max_extension, max_entries: max_entries }
     end
 
+    # Test support, not public API (spec/support/manual_clock.rb): a signer
+    # whose cache and signing dates read a Native::Testing::ManualClock.
+    def self.on_clock(clock, **options)
+      unless clock.is_a?(Native::Testing::ManualClock)
+        raise ArgumentError, "clock: give a GitlabGcsSigner::Native::Testing::ManualClock"
+      end
+
+      signer = allocate
+      signer.instance_variable_set(:@clock, clock)
+      signer.send(:initialize, **options)
+      signer
+    end
+    private_class_method :on_clock
+
     def inspect
       shared = @shared_cache ? " shared=#{@shared_cache.inspect}" : ""
       "#<#{self.class.name} #{@identity} cache=#{cache_config.inspect}#{shared}>"
@@ -143,6 +161,11 @@ module GitlabGcsSigner
     alias to_s inspect
 
     private
+
+    # A signer built like this one (on the same simulated clock, if any).
+    def same_kind(options)
+      @clock ? Signer.send(:on_clock, @clock, **options) : Signer.new(**options)
+    end
 
     def shared_cache_arg(shared_cache, cache, timeout)
       return nil if shared_cache.nil?

@@ -9,7 +9,7 @@ RSpec.describe "signed-URL cache bound", :cache do
   let(:clock) { manual_clock }
 
   def signer(max_entries)
-    GitlabGcsSigner::Signer.new(credentials: CONFORMANCE_KEY, clock: clock, cache: { max_entries: max_entries })
+    GitlabGcsSigner::Testing.signer(credentials: CONFORMANCE_KEY, clock: clock, cache: { max_entries: max_entries })
   end
 
   it "keeps at most max_entries URLs and counts the evictions" do

@@ -13,7 +13,7 @@ RSpec.describe "signed-URL cache: extension bounds", :cache do
   let(:request) { { bucket: "bucket", object: "dir/file.bin", expires_in: 600 } }
 
   def key_signer(**options)
-    GitlabGcsSigner::Signer.new(credentials: CONFORMANCE_KEY, **options)
+    GitlabGcsSigner::Testing.signer(credentials: CONFORMANCE_KEY, **options)
   end
 
   it "signs a miss with x = X + E and serves it while X <= x" do

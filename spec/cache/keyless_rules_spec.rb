@@ -50,7 +50,7 @@ RSpec.describe "signed-URL cache with signBlob", :cache, :emulator do
     end
 
     it "keeps serving a key-signed URL after 12 h" do
-      signer = GitlabGcsSigner::Signer.new(credentials: CONFORMANCE_KEY, clock: clock, cache: wide)
+      signer = GitlabGcsSigner::Testing.signer(credentials: CONFORMANCE_KEY, clock: clock, cache: wide)
       first = signer.signed_url(**request.except(:expires_in), expires_at: start + 30_000)
       clock.set(start + (13 * 3600))
       expect(signer.signed_url(**request.except(:expires_in), expires_at: start + 56_000)).to eq(first)

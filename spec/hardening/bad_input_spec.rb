@@ -185,7 +185,7 @@ RSpec.describe "bad input" do
     end
 
     it "refuses ManualClock values that are not finite numbers" do
-      clock_class = GitlabGcsSigner::Native::ManualClock
+      clock_class = GitlabGcsSigner::Testing::ManualClock
       [nil, "x", Float::NAN, Float::INFINITY, -Float::INFINITY, [1]].each do |value|
         expect { clock_class.new(value) }.to raise_error(ArgumentError)
         clock = clock_class.new(1_700_000_000)

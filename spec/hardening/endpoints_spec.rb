@@ -6,7 +6,7 @@ require "rbconfig"
 require "socket"
 
 # Where keyless signing sends its requests comes only from explicit options
-# or from GCE_METADATA_HOST / GCS_SIGNER_IAM_ENDPOINT (field notes s.3, s.8).
+# or from GCE_METADATA_HOST / GCS_SIGNER_IAM_ENDPOINT (docs/facts.md#metadata-server, #loopback-tests).
 # Each case runs in a fresh Ruby with a cleared environment (no token or
 # email left over, nothing inherited), and the emulator's counters show
 # where the requests went.

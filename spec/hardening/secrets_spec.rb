@@ -164,7 +164,7 @@ RSpec.describe "secrets never leak", :emulator do
     attempt("key bad") { signer.signed_url(**request, expires_in: -1) }
     attempt("key blob") { signer.sign_blob("x") }
     record_signer(signer)
-    record(GitlabGcsSigner::Native::ManualClock.new(1_700_000_000).inspect)
+    record(GitlabGcsSigner::Testing::ManualClock.new(1_700_000_000).inspect)
   end
 
   # The gem's logger at debug level and its instrumentation events, for the run.

@@ -3,7 +3,7 @@
 require "json"
 require_relative "support/keyless_helper"
 
-# Puma (preload) and Sidekiq fork after boot (field notes s.7): a child must
+# Puma (preload) and Sidekiq fork after boot (docs/facts.md#fork): a child must
 # sign with the token and URLs the parent had, build its own runtime, and
 # never hang on work the parent had in flight at the moment of fork.
 RSpec.describe "keyless signing across fork", :emulator do

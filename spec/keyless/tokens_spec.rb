@@ -2,7 +2,7 @@
 
 require_relative "support/keyless_helper"
 
-# Google's token rules (field notes s.3), counted at the emulator's metadata
+# Google's token rules (docs/facts.md#token-caching), counted at the emulator's metadata
 # server: one token per process for every signer and thread, refreshed in
 # the background between 225 s and 120 s of life left, waited for below
 # that, and fetched again exactly once after signBlob's 401.

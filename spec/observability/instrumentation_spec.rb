@@ -67,7 +67,46 @@ RSpec.describe "sign_url.gitlab_gcs_signer instrumentation", :emulator do
 
   it "does not instrument at all while nobody listens" do
     expect(ActiveSupport::Notifications.notifier.listening?(GitlabGcsSigner::SIGN_URL_EVENT)).to be(false)
+    expect(ActiveSupport::Notifications).not_to receive(:instrumenter)
     expect(ActiveSupport::Notifications).not_to receive(:instrument)
     2.times { signer.signed_url(**request) }
+  end
+
+  it "gives one-argument subscribers (ActiveSupport::Notifications::Event) the payload and duration" do
+    recorded = []
+    subscriber = ActiveSupport::Notifications.subscribe(GitlabGcsSigner::SIGN_URL_EVENT) { |event| recorded << event }
+    2.times { signer.signed_url(**request) }
+    expect(recorded.map { |e| e.payload[:cache] }).to eq(%i[miss hit])
+    expect(recorded.map(&:duration)).to all(be >= 0)
+    expect(recorded.first.duration).to be > recorded.last.duration
+  ensure
+    ActiveSupport::Notifications.unsubscribe(subscriber)
+  end
+
+  it "subscribes beside the signing pipeline, which signs on its own" do
+    expect(GitlabGcsSigner::Signing.subscriber).to be(GitlabGcsSigner::Observability)
+    expect(GitlabGcsSigner::Observability).not_to respond_to(:signed_url)
+    previous = GitlabGcsSigner::Signing.subscriber
+    seen = []
+    recorder = Object.new
+    recorder.define_singleton_method(:call_started) do |what, _args|
+      seen << [:started, what]
+      :handle
+    end
+    recorder.define_singleton_method(:call_finished) do |started, what, _args, status, error|
+      seen << [:finished, started, what, status, error&.class]
+    end
+    GitlabGcsSigner::Signing.subscriber = recorder
+    2.times { signer.signed_url(**request) }
+    expect { signer.signed_url(**request, expires_in: 10 * 86_400) }.to raise_error(ArgumentError)
+    expect(seen).to eq([
+      [:started, :sign_url], [:finished, :handle, :sign_url, :miss, nil],
+      [:started, :sign_url], [:finished, :handle, :sign_url, :hit, nil],
+      [:started, :sign_url], [:finished, :handle, :sign_url, nil, ArgumentError]
+    ])
+    GitlabGcsSigner::Signing.subscriber = nil
+    expect(signer.signed_url(**request, object: "unobserved")).to include("unobserved")
+  ensure
+    GitlabGcsSigner::Signing.subscriber = previous
   end
 end

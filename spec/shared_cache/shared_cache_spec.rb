@@ -54,6 +54,21 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
     expect(gcs(url).code).to eq("200")
   end
 
+  it "reports where each URL came from to the instrumentation: miss, shared_hit, hit" do
+    require "active_support/notifications"
+    statuses = []
+    subscriber = ActiveSupport::Notifications.subscribe(GitlabGcsSigner::SIGN_URL_EVENT) do |*args|
+      statuses << args.last[:cache]
+    end
+    first = process_signer
+    second = process_signer
+    download(first)
+    2.times { download(second) }
+    expect(statuses).to eq(%i[miss shared_hit hit])
+  ensure
+    ActiveSupport::Notifications.unsubscribe(subscriber) if subscriber
+  end
+
   it "shares V2 URLs (fog's format) the same way" do
     first = process_signer
     url = download(first, version: :v2)
@@ -63,7 +78,7 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
   end
 
   it "keeps the window rule across processes: a URL is reused only if X <= x <= X + E" do
-    clock = GitlabGcsSigner::Native::ManualClock.new(Time.now.to_i)
+    clock = GitlabGcsSigner::Testing::ManualClock.new(Time.now.to_i)
     first = process_signer(clock: clock)
     url = download(first) # x = t + 600 + 60
     expect(sign_blob_calls).to eq(1)

@@ -23,7 +23,7 @@ module EmulatorHelpers
   # A signer configured as on a GKE pod with Workload Identity, pointed at
   # the emulator (never at 169.254.169.254 or Google).
   def keyless_signer(**options)
-    GitlabGcsSigner::Signer.new(metadata_host: emulator.host, iam_endpoint: emulator.url, **options)
+    GitlabGcsSigner::Testing.signer(metadata_host: emulator.host, iam_endpoint: emulator.url, **options)
   end
 
   # Sends the URL's request to the emulator's GCS endpoint (Host header,
@@ -34,7 +34,7 @@ module EmulatorHelpers
 
   # A key signer that signs with the same key as the emulator's signBlob.
   def key_signer(**options)
-    GitlabGcsSigner::Signer.new(credentials: CONFORMANCE_KEY, **options)
+    GitlabGcsSigner::Testing.signer(credentials: CONFORMANCE_KEY, **options)
   end
 end
 

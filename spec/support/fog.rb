@@ -10,7 +10,7 @@ require "gitlab_gcs_signer/fog"
 
 # fog connections as GitLab builds them. Keyless ones carry a googleauth
 # object without a key instead of `google_application_default: true`, whose
-# detection would query 169.254.169.254 (field notes s.8).
+# detection would query 169.254.169.254 (docs/facts.md#loopback-tests).
 module FogHelpers
   # fog-google's storage class for the installed version (GoogleJSON up to
   # 1.24, Google::StorageJSON from 1.25). FOG_GOOGLE_LIB=/path/to/fog-google/lib

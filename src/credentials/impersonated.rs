@@ -11,13 +11,13 @@
 use super::service_account::ServiceAccountKey;
 use super::{CredentialOptions, Env};
 use crate::blob::{BlobSigner, BoxFuture};
-use crate::credentials::metadata::{describe, CLOUD_PLATFORM_SCOPE};
-use crate::error::{Error, ErrorKind, Result};
+use crate::credentials::metadata::CLOUD_PLATFORM_SCOPE;
+use crate::error::{describe, Error, ErrorKind, Result};
 use crate::iam::{percent_encode, EmailSource, IamConfig, IamSigner};
 use crate::retry::{self, Backoff};
 use crate::runtime;
 use crate::stats::Stats;
-use crate::token::{self, FetchedToken, TokenSource};
+use crate::token::{self, FetchedToken, TokenCache, TokenSource};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use serde_json::Value;
@@ -44,91 +44,127 @@ pub fn signer(
             format!("{origin} is an impersonated_service_account file, but {what}"),
         )
     };
+    let target = target(file).map_err(|what| bad(&what))?;
+    let tokens = source_tokens(file, &target).map_err(|what| match what {
+        Invalid::File(what) => bad(&what),
+        Invalid::Key(e) => e,
+    })?;
+    let config = IamConfig {
+        email: EmailSource::Known(target),
+        endpoint: super::iam_endpoint(opts, env)?,
+        delegates: delegates(file, opts),
+        quota: opts.quota,
+        timeout: opts.timeout,
+    };
+    Ok(IamSigner::new(config, tokens, stats))
+}
+
+/// Why a file cannot be used: what is wrong with it (completed into a
+/// message naming the file), or its source key's own error.
+enum Invalid {
+    File(String),
+    Key(Error),
+}
+
+/// The account to sign as, from `service_account_impersonation_url`.
+fn target(file: &Value) -> std::result::Result<String, String> {
     let url = file["service_account_impersonation_url"]
         .as_str()
-        .ok_or_else(|| bad("it has no `service_account_impersonation_url`"))?;
-    let target = target_email(url).ok_or_else(|| {
-        bad(
-            "its `service_account_impersonation_url` does not name a service account \
-             (expected .../serviceAccounts/EMAIL:generateAccessToken)",
-        )
-    })?;
+        .ok_or("it has no `service_account_impersonation_url`")?;
+    target_email(url).ok_or_else(|| {
+        "its `service_account_impersonation_url` does not name a service account \
+         (expected .../serviceAccounts/EMAIL:generateAccessToken)"
+            .to_string()
+    })
+}
+
+/// The process-wide token cache of the file's source credentials.
+fn source_tokens(file: &Value, target: &str) -> std::result::Result<Arc<TokenCache>, Invalid> {
     let source = &file["source_credentials"];
     let token_uri = source["token_uri"]
         .as_str()
         .or(file["token_uri"].as_str())
         .unwrap_or(DEFAULT_TOKEN_URI)
         .to_string();
-    let tokens = match source["type"].as_str() {
+    match source["type"].as_str() {
         Some("authorized_user") => {
-            let field = |name: &str| {
-                source[name]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .ok_or_else(|| bad(&format!("its authorized_user source has no `{name}`")))
-            };
-            let src = RefreshTokenSource {
-                client_id: field("client_id")?,
-                client_secret: field("client_secret")?,
-                refresh_token: field("refresh_token")?,
-                token_uri,
-                target: target.clone(),
-            };
-            // The identity must separate two users of gcloud's shared
-            // client id without containing the refresh token itself.
-            let fp = ring::digest::digest(&ring::digest::SHA256, src.refresh_token.as_bytes());
-            let fp: String = fp.as_ref()[..8]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            token::shared(
-                &format!("authorized_user:{}:{fp}:{}", src.client_id, src.token_uri),
-                src,
-            )
+            refresh_token_source(source, token_uri, target).map_err(Invalid::File)
         }
-        Some("service_account") => {
-            let key = ServiceAccountKey::from_json(&source.to_string())?;
-            let email = key
-                .email_now()
-                .ok_or_else(|| bad("its service_account source has no `client_email`"))?;
-            let identity = format!("jwt:{email}:{token_uri}");
-            token::shared(
-                &identity,
-                JwtBearerSource {
-                    key: Arc::new(key),
-                    email,
-                    token_uri,
-                    target: target.clone(),
-                },
-            )
-        }
-        Some(other) => {
-            return Err(bad(&format!(
-                "its source credentials have type `{other}`; supported sources are \
-                 `authorized_user` and `service_account`"
-            )))
-        }
-        None => return Err(bad("it has no `source_credentials` with a `type`")),
+        Some("service_account") => jwt_source(source, token_uri, target),
+        Some(other) => Err(Invalid::File(format!(
+            "its source credentials have type `{other}`; supported sources are \
+             `authorized_user` and `service_account`"
+        ))),
+        None => Err(Invalid::File(
+            "it has no `source_credentials` with a `type`".into(),
+        )),
+    }
+}
+
+/// An `authorized_user` source: an OAuth refresh token.
+fn refresh_token_source(
+    source: &Value,
+    token_uri: String,
+    target: &str,
+) -> std::result::Result<Arc<TokenCache>, String> {
+    let field = |name: &str| {
+        source[name]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("its authorized_user source has no `{name}`"))
     };
-    let delegates = if opts.delegates.is_empty() {
-        file["delegates"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|d| d.as_str().map(str::to_string))
-            .collect()
-    } else {
-        opts.delegates.clone()
+    let src = RefreshTokenSource {
+        client_id: field("client_id")?,
+        client_secret: field("client_secret")?,
+        refresh_token: field("refresh_token")?,
+        token_uri,
+        target: target.to_string(),
     };
-    let config = IamConfig {
-        email: EmailSource::Known(target),
-        endpoint: super::iam_endpoint(opts, env)?,
-        delegates,
-        quota: opts.quota,
-        timeout: opts.timeout,
-    };
-    Ok(IamSigner::new(config, tokens, stats))
+    // The identity must separate two users of gcloud's shared client id
+    // without containing the refresh token itself.
+    let fp = ring::digest::digest(&ring::digest::SHA256, src.refresh_token.as_bytes());
+    let fp: String = fp.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let identity = format!("authorized_user:{}:{fp}:{}", src.client_id, src.token_uri);
+    Ok(token::shared(&identity, src))
+}
+
+/// A `service_account` source: a key that signs JWT bearer grants.
+fn jwt_source(
+    source: &Value,
+    token_uri: String,
+    target: &str,
+) -> std::result::Result<Arc<TokenCache>, Invalid> {
+    let key = ServiceAccountKey::from_json(&source.to_string()).map_err(Invalid::Key)?;
+    let email = key
+        .email_now()
+        .ok_or_else(|| Invalid::File("its service_account source has no `client_email`".into()))?;
+    let identity = format!("jwt:{email}:{token_uri}");
+    Ok(token::shared(
+        &identity,
+        JwtBearerSource {
+            key: Arc::new(key),
+            email,
+            token_uri,
+            target: target.to_string(),
+        },
+    ))
+}
+
+/// The delegation chain: the caller's `delegates:` if any, else the file's.
+fn delegates(file: &Value, opts: &CredentialOptions) -> Vec<String> {
+    if !opts.delegates.is_empty() {
+        return opts.delegates.clone();
+    }
+    file["delegates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str().map(str::to_string))
+        .collect()
 }
 
 /// `https://.../v1/projects/-/serviceAccounts/EMAIL:generateAccessToken` -> EMAIL.
@@ -310,9 +346,20 @@ async fn token_attempt(uri: &str, form: &str, target: &str, what: &str) -> Resul
         }
         Err(crate::body::BodyError::Transport(_)) => String::new(),
     };
+    token_answer(uri, status, &body, target, what)
+}
+
+/// The token endpoint's answer: a token, or an error saying what to renew.
+fn token_answer(
+    uri: &str,
+    status: u16,
+    body: &str,
+    target: &str,
+    what: &str,
+) -> Result<FetchedToken> {
     if status == 200 {
         // The body holds the token: never quote it.
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
         return match (v["access_token"].as_str(), v["expires_in"].as_u64()) {
             (Some(value), Some(secs)) if !value.is_empty() => Ok(FetchedToken {
                 value: value.to_string(),
@@ -339,7 +386,7 @@ async fn token_attempt(uri: &str, form: &str, target: &str, what: &str) -> Resul
         ));
     }
     // OAuth errors are `{"error":"invalid_grant","error_description":"..."}`.
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     // Quoted in the message: whatever looks like a credential goes.
     let code = crate::body::redact(v["error"].as_str().unwrap_or("unknown error"));
     let desc = crate::body::redact(v["error_description"].as_str().unwrap_or(""));
@@ -375,6 +422,84 @@ mod tests {
         assert_eq!(
             target_email("https://x/serviceAccounts/%zz:generateAccessToken"),
             None
+        );
+    }
+
+    #[test]
+    fn token_answers_are_a_token_or_an_error_without_the_body() {
+        let ok = token_answer(
+            "u",
+            200,
+            r#"{"access_token":"ya29.x","expires_in":3599}"#,
+            "t",
+            "w",
+        );
+        assert_eq!(ok.unwrap().expires_in, Duration::from_secs(3599));
+        let bad =
+            token_answer("u", 200, r#"{"access_token":"ya29.secret"}"#, "t", "w").unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::Protocol);
+        assert!(!bad.message().contains("ya29"), "{bad}");
+        assert_eq!(
+            token_answer("u", 429, "", "t", "w").unwrap_err().kind(),
+            ErrorKind::Quota
+        );
+        assert_eq!(
+            token_answer("u", 503, "", "t", "w").unwrap_err().kind(),
+            ErrorKind::Unavailable
+        );
+        let refused = token_answer(
+            "u",
+            400,
+            r#"{"error":"invalid_grant","error_description":"expired"}"#,
+            "sa@p.iam.gserviceaccount.com",
+            "refresh token",
+        )
+        .unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Credentials);
+        assert!(
+            refused.message().contains("invalid_grant: expired"),
+            "{refused}"
+        );
+        assert!(refused
+            .message()
+            .contains("--impersonate-service-account=sa@p.iam.gserviceaccount.com"));
+    }
+
+    #[test]
+    fn files_that_cannot_work_say_what_is_missing() {
+        let url = "https://x/v1/projects/-/serviceAccounts/t@p.iam.gserviceaccount.com:generateAccessToken";
+        assert_eq!(
+            target(&serde_json::json!({})).unwrap_err(),
+            "it has no `service_account_impersonation_url`"
+        );
+        let no_target = serde_json::json!({"service_account_impersonation_url": "https://x/y"});
+        assert!(target(&no_target)
+            .unwrap_err()
+            .contains("does not name a service account"));
+        let file = |source: Value| serde_json::json!({"service_account_impersonation_url": url, "source_credentials": source});
+        let message = |source: Value| match source_tokens(&file(source), "t@p") {
+            Err(Invalid::File(what)) => what,
+            Err(Invalid::Key(e)) => format!("key: {e}"),
+            Ok(_) => "ok".into(),
+        };
+        assert_eq!(
+            message(Value::Null),
+            "it has no `source_credentials` with a `type`"
+        );
+        assert!(message(serde_json::json!({"type": "external_account"}))
+            .contains("type `external_account`; supported sources"));
+        assert_eq!(
+            message(
+                serde_json::json!({"type": "authorized_user", "client_id": "c", "client_secret": "s"})
+            ),
+            "its authorized_user source has no `refresh_token`"
+        );
+        assert!(message(serde_json::json!({"type": "service_account"})).starts_with("key: "));
+        assert_eq!(
+            message(
+                serde_json::json!({"type": "authorized_user", "client_id": "c", "client_secret": "s", "refresh_token": "r"})
+            ),
+            "ok"
         );
     }
 

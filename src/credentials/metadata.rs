@@ -1,5 +1,5 @@
 //! The GCE / GKE metadata server: access tokens and the service account
-//! email (field notes s.3).
+//! email (docs/facts.md#metadata-server).
 //!
 //! The GKE metadata server is slow right after pod start (first tokens can
 //! take over 2 s) and can answer 429, so each attempt gets a generous
@@ -8,8 +8,9 @@
 use super::Env;
 use crate::blob::BoxFuture;
 use crate::body::BodyError;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{describe, Error, ErrorKind, Result};
 use crate::flight::{Policy, SingleFlight};
+use crate::iam::EmailLookup;
 use crate::process::{peek_mutex, ProcessLocal};
 use crate::retry::{self, Backoff};
 use crate::runtime;
@@ -78,7 +79,7 @@ impl MetadataClient {
 
     /// The process-wide client for `host`: like the token, the email is
     /// asked for once per process, not once per signer (a signer built per
-    /// request must not cost a metadata round trip each, field notes s.6).
+    /// request must not cost a metadata round trip each, docs/facts.md#gitlab-urls).
     pub fn with_host(host: &str) -> Arc<Self> {
         let client = Self::with_timings(host, ATTEMPT_TIMEOUT, BUDGET);
         CLIENTS
@@ -386,7 +387,7 @@ impl MetadataClient {
     }
 }
 
-/// The GKE Workload Identity misconfiguration of field notes s.3: the pod's
+/// The GKE Workload Identity misconfiguration of docs/facts.md#workload-identity: the pod's
 /// identity is the workload pool itself, which has no key to sign with.
 fn unmapped_workload_identity(email: &str) -> Error {
     let project = email.trim_end_matches(".svc.id.goog");
@@ -426,18 +427,30 @@ fn no_route(e: &reqwest::Error) -> bool {
     false
 }
 
-/// reqwest's error text without the chain of sources that may repeat it.
-pub(crate) fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "transport error"
-    };
-    match std::error::Error::source(e) {
-        Some(src) => format!("{what}: {src}"),
-        None => what.to_string(),
+/// The metadata server's default account email, for the signBlob client.
+#[derive(Debug, Clone)]
+pub struct MetadataEmail(pub Arc<MetadataClient>);
+
+impl EmailLookup for MetadataEmail {
+    fn origin(&self) -> &str {
+        self.0.host()
+    }
+
+    fn cached(&self) -> Option<String> {
+        self.0.cached_email()
+    }
+
+    fn lookup(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(self.0.email())
+    }
+
+    fn last_failure(&self) -> Option<String> {
+        self.0.last_failure()
+    }
+
+    #[cfg(test)]
+    fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        self.0.lock_holders()
     }
 }
 

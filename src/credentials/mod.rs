@@ -1,4 +1,4 @@
-//! Application Default Credentials discovery (field notes s.3), with no
+//! Application Default Credentials discovery (docs/facts.md#adc), with no
 //! network I/O: the first token or email lookup happens on first use, so
 //! building a signer at boot (before Puma or Sidekiq fork) is safe and fast.
 //!
@@ -18,31 +18,11 @@ use crate::token;
 use crate::universe;
 use metadata::MetadataClient;
 use service_account::ServiceAccountKey;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Environment lookups, injectable so tests never touch the process env.
-pub trait Env: Send + Sync {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The real process environment.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Env for HashMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
-}
+pub use crate::env::{Env, ProcessEnv};
 
 #[derive(Debug, Clone)]
 pub struct CredentialOptions {
@@ -201,7 +181,7 @@ pub fn metadata_signer(
         .filter(|e| !e.is_empty())
     {
         Some(e) => EmailSource::Known(e.to_string()),
-        None => EmailSource::Metadata(metadata),
+        None => EmailSource::Metadata(Arc::new(metadata::MetadataEmail(metadata))),
     };
     let config = IamConfig {
         email,
@@ -400,6 +380,7 @@ fn cannot_sign(origin: &str, what: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

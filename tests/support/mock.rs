@@ -1,6 +1,6 @@
 //! A tiny loopback HTTP/1.1 server answering canned responses, enough to
 //! stand in for the metadata server, IAM Credentials and an OAuth token
-//! endpoint (field notes s.8: tests only ever talk to 127.0.0.1). It runs on
+//! endpoint (docs/facts.md#loopback-tests: tests only ever talk to 127.0.0.1). It runs on
 //! its own thread and runtime, apart from the signer's runtime under test,
 //! and records every request.
 

@@ -1,5 +1,6 @@
-//! `GitlabGcsSigner::Native::ManualClock`: simulated time for the trace
-//! benchmark and cache specs (the core's `ManualClock`).
+//! `GitlabGcsSigner::Native::Testing::ManualClock`: simulated time for the
+//! trace benchmark and cache specs (the core's `ManualClock`). Test support,
+//! not public API: only spec/support/manual_clock.rb hands it to a signer.
 
 use crate::convert::arg;
 use gcs_signer::clock::{Clock, ManualClock as CoreClock};
@@ -10,7 +11,11 @@ use std::sync::Arc;
 /// inside the clock's i64 microseconds.
 const MAX_SECONDS: f64 = 253_402_300_799.0;
 
-#[magnus::wrap(class = "GitlabGcsSigner::Native::ManualClock", free_immediately, size)]
+#[magnus::wrap(
+    class = "GitlabGcsSigner::Native::Testing::ManualClock",
+    free_immediately,
+    size
+)]
 pub struct ManualClock(pub Arc<CoreClock>);
 
 /// A finite number of seconds within +-MAX_SECONDS, else `ArgumentError`
@@ -51,7 +56,8 @@ impl ManualClock {
 }
 
 pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
-    let class = native.define_class("ManualClock", ruby.class_object())?;
+    let testing = native.define_module("Testing")?;
+    let class = testing.define_class("ManualClock", ruby.class_object())?;
     class.define_singleton_method("new", function!(ManualClock::new, 1))?;
     class.define_method("now", method!(ManualClock::now, 0))?;
     class.define_method("advance", method!(ManualClock::advance, 1))?;

@@ -3,7 +3,7 @@
 //! and looked up once.
 
 use gcs_signer::{Error as CoreError, ErrorKind};
-use magnus::value::{Lazy, ReprValue};
+use magnus::value::Lazy;
 use magnus::{prelude::*, Error, ExceptionClass, RModule, Ruby};
 
 fn class(ruby: &Ruby, name: &str) -> ExceptionClass {
@@ -23,7 +23,6 @@ macro_rules! classes {
 }
 
 classes! {
-    ERROR => "Error",
     CREDENTIALS => "CredentialsError",
     METADATA => "MetadataError",
     WORKLOAD_IDENTITY => "WorkloadIdentityError",
@@ -73,12 +72,4 @@ pub fn panic_to_ruby(ruby: &Ruby, payload: Box<dyn std::any::Any + Send>) -> Err
         ruby.get_inner(&INTERNAL),
         format!("internal error in gitlab-gcs-signer (a bug, please report it): {what}"),
     )
-}
-
-/// `GitlabGcsSigner::Error`, for errors the binding itself raises.
-#[allow(dead_code)]
-pub fn base(ruby: &Ruby) -> ExceptionClass {
-    let class = ruby.get_inner(&ERROR);
-    debug_assert!(class.as_value().is_kind_of(ruby.exception_standard_error()));
-    class
 }

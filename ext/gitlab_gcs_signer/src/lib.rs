@@ -8,6 +8,7 @@ mod defaults;
 mod errors;
 mod nogvl;
 mod observe;
+mod probe;
 mod signer;
 
 use magnus::{prelude::*, Error, Ruby};
@@ -23,6 +24,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     signer::init(ruby, native)?;
     clock::init(ruby, native)?;
     observe::init(ruby, native)?;
+    probe::init(ruby, native)?;
     nogvl::init(ruby, native)?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Runs a closure without the GVL, interruptibly, with a panic guard.
 //!
-//! magnus has no safe GVL release (field notes s.7), so this is the one
+//! magnus has no safe GVL release (docs/facts.md#ruby-gvl), so this is the one
 //! place that calls `rb_thread_call_without_gvl2`. Its unblock function trips
 //! the call's [`Cancel`]: when Ruby wants the thread back (`Timeout`,
 //! `Thread#kill`, Ctrl-C), the wait in the core ends at once, the GVL is

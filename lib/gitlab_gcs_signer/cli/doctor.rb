@@ -1,24 +1,26 @@
 # frozen_string_literal: true
 
 require "json"
-require "net/http"
-require "time"
 require "uri"
 require_relative "fixes"
-require_relative "../errors"
+require_relative "doctor_probes"
 require_relative "../../gitlab_gcs_signer" # GitlabGcsSigner::DEFAULTS
 
 module GitlabGcsSigner
   module CLI
     # `gitlab-gcs-signer doctor`: checks, in order, everything keyless signing
-    # on GKE Workload Identity / GCE depends on (field notes s.2-3), each PASS,
+    # on GKE Workload Identity / GCE depends on (docs/facts.md#signblob-api, #metadata-server), each PASS,
     # FAIL (with the exact fix) or SKIP (an earlier check failed).
     #
-    # The raw probes (metadata server, Date headers) use Net::HTTP against
-    # the configured hosts only; signing goes through the gem's own Signer,
-    # so a failure shows the error class and message the application would
-    # get.
+    # Everything goes through the gem itself: the raw probes (metadata
+    # server, Date headers, the signed request to the bucket) through its
+    # HTTP client (Native.http_probe: same TLS roots, proxy settings and
+    # connection pool as signing), signing through its Signer, so a check
+    # passes or fails as the application would and a failure shows the
+    # error class and message the application would get.
     class Doctor < Command
+      include DoctorProbes
+
       NAME = "doctor"
       # The core's endpoints (src/config.rs), never repeated here; another
       # universe (--universe-domain) gives https://iamcredentials.UNIVERSE
@@ -36,14 +38,30 @@ module GitlabGcsSigner
       NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
       Check = Struct.new(:name, :title, :status, :message, :fix, :details, keyword_init: true) do
+        def pass(message)
+          self.status = :pass
+          self.message = message
+          self
+        end
+
+        def fail(message, fix)
+          self.status = :fail
+          self.message = message
+          self.fix = fix
+          self
+        end
+
+        def skip(message)
+          self.status = :skip
+          self.message = message
+          self
+        end
+
         def to_h
           { "name" => name, "title" => title, "status" => status.to_s, "message" => message,
             "fix" => fix, "details" => details || {} }
         end
       end
-
-      # A raw answer: status, headers we care about, body, when it was sent/received.
-      Probe = Struct.new(:status, :flavor, :date, :body, :sent, :received, :error, keyword_init: true)
 
       def parser
         new_parser("[options]", <<~TEXT).tap do |p|
@@ -112,59 +130,49 @@ module GitlabGcsSigner
         probe = @email_probe
         check = Check.new(name: "metadata", title: "metadata server", details: { "host" => @metadata_host })
         if probe.error
-          check.status = :fail
-          check.message = "cannot reach the metadata server at #{@metadata_host}: #{probe.error}"
-          check.fix = "on GKE/GCE leave GCE_METADATA_HOST unset and allow egress to 169.254.169.254:80 " \
-                      "(NetworkPolicy); elsewhere point --metadata-host/GCE_METADATA_HOST at the metadata " \
-                      "server or use a credentials file (GOOGLE_APPLICATION_CREDENTIALS)"
+          check.fail("cannot reach the metadata server at #{@metadata_host}: #{probe.error}",
+                     "on GKE/GCE leave GCE_METADATA_HOST unset and allow egress to 169.254.169.254:80 " \
+                     "(NetworkPolicy); elsewhere point --metadata-host/GCE_METADATA_HOST at the metadata " \
+                     "server or use a credentials file (GOOGLE_APPLICATION_CREDENTIALS)")
         elsif !probe.flavor
-          check.status = :fail
-          check.message = "#{@metadata_host} answered HTTP #{probe.status} without the Metadata-Flavor: Google " \
-                          "header: it is not a genuine metadata server"
-          check.fix = "check GCE_METADATA_HOST / --metadata-host, and that no HTTP proxy intercepts it " \
-                      "(NO_PROXY=169.254.169.254,metadata.google.internal)"
+          check.fail("#{@metadata_host} answered HTTP #{probe.status} without the Metadata-Flavor: Google " \
+                     "header: it is not a genuine metadata server",
+                     "check GCE_METADATA_HOST / --metadata-host, and that no HTTP proxy intercepts it " \
+                     "(NO_PROXY=169.254.169.254,metadata.google.internal)")
         elsif probe.status == 404
-          check.status = :fail
-          check.message = "the metadata server at #{@metadata_host} has no default service account (HTTP 404)"
-          check.fix = "enable Workload Identity on the GKE node pool (--workload-metadata=GKE_METADATA), " \
-                      "or attach a service account to the GCE instance"
+          check.fail("the metadata server at #{@metadata_host} has no default service account (HTTP 404)",
+                     "enable Workload Identity on the GKE node pool (--workload-metadata=GKE_METADATA), " \
+                     "or attach a service account to the GCE instance")
         elsif probe.status != 200
-          check.status = :fail
-          check.message = "the metadata server at #{@metadata_host} answered HTTP #{probe.status} to #{ACCOUNT}/email"
-          check.fix = "retry in a few seconds (the GKE metadata server needs a moment after pod start); " \
-                      "if it persists, check the node's gke-metadata-server pods"
+          check.fail("the metadata server at #{@metadata_host} answered HTTP #{probe.status} to #{ACCOUNT}/email",
+                     "retry in a few seconds (the GKE metadata server needs a moment after pod start); " \
+                     "if it persists, check the node's gke-metadata-server pods")
         else
-          check.status = :pass
-          check.message = "#{@metadata_host} answered with Metadata-Flavor: Google (#{ms(probe)} ms)"
+          check.pass("#{@metadata_host} answered with Metadata-Flavor: Google (#{ms(probe)} ms)")
         end
         check
       end
 
       # 2. A Google service account, not the workload pool PROJECT.svc.id.goog
-      # (Kubernetes service account not annotated, field notes s.3).
+      # (Kubernetes service account not annotated, docs/facts.md#workload-identity).
       def check_identity(metadata)
         check = Check.new(name: "identity", title: "service account")
         reported = metadata.status == :pass ? @email_probe.body.to_s.strip : nil
         check.details = { "metadata_email" => reported, "service_account" => @service_account }.compact
         if reported&.end_with?(".svc.id.goog") && !@service_account
-          check.status = :fail
-          check.message = "the metadata server reports #{reported}: the pod's Kubernetes service account is " \
-                          "not mapped to a Google service account, and that identity cannot sign"
-          check.fix = Fixes.for("WorkloadIdentityError", email: reported).gsub("NAMESPACE", namespace)
+          check.fail("the metadata server reports #{reported}: the pod's Kubernetes service account is " \
+                     "not mapped to a Google service account, and that identity cannot sign",
+                     Fixes.for("WorkloadIdentityError", email: reported).gsub("NAMESPACE", namespace))
         elsif @service_account
-          check.status = :pass
-          check.message = "signing as #{@service_account} (given)" +
-                          (reported ? "; the metadata server reports #{reported}" : "")
+          check.pass("signing as #{@service_account} (given)" +
+                     (reported ? "; the metadata server reports #{reported}" : ""))
         elsif reported.nil?
-          check.status = :skip
-          check.message = "needs the metadata server"
+          check.skip("needs the metadata server")
         elsif !reported.match?(/\A[^@\s]+@[^@\s]+\z/)
-          check.status = :fail
-          check.message = "the metadata server answered #{reported[0, 80].inspect} for the email, which is not one"
-          check.fix = Fixes.for("ProtocolError")
+          check.fail("the metadata server answered #{reported[0, 80].inspect} for the email, which is not one",
+                     Fixes.for("ProtocolError"))
         else
-          check.status = :pass
-          check.message = "#{reported} (a Google service account)"
+          check.pass("#{reported} (a Google service account)")
         end
         check
       end
@@ -174,29 +182,24 @@ module GitlabGcsSigner
       def check_sign_blob(metadata, identity)
         check = Check.new(name: "sign_blob", title: "signBlob")
         if metadata.status != :pass && !@service_account
-          check.status = :skip
-          check.message = "needs the metadata server"
-          return [check, nil]
+          return [check.skip("needs the metadata server"), nil]
         end
 
         signer = nil
         started = now
         begin
-          require_relative "../../gitlab_gcs_signer"
           signer = GitlabGcsSigner::Signer.new(metadata_host: @metadata_host, iam_endpoint: @iam_endpoint,
                                                service_account_email: @service_account, cache: false, timeout: 15,
                                                universe_domain: @universe)
           signature = signer.sign_blob("gitlab-gcs-signer doctor #{Time.now.to_i}")
           email = signer.email
-          check.status = :pass
-          check.message = "signed a test blob as #{email} (#{signature.bytesize * 8}-bit RSA signature, " \
-                          "#{((now - started) * 1000).round} ms)"
+          check.pass("signed a test blob as #{email} (#{signature.bytesize * 8}-bit RSA signature, " \
+                     "#{((now - started) * 1000).round} ms)")
           check.details = { "email" => email, "identity" => signer.identity }
         rescue GitlabGcsSigner::Error => e
           email = @service_account || identity.details["metadata_email"]
-          check.status = :fail
-          check.message = "#{e.class.name}: #{e.message}"
-          check.fix = Fixes.for(e, email: email)
+          check.fail("#{e.class.name}: #{e.message}",
+                     Fixes.for(e, email: email))
           check.details = { "error" => e.class.name, "email" => email }.compact
         end
         [check, signer]
@@ -210,17 +213,13 @@ module GitlabGcsSigner
       def check_scopes(metadata, sign_blob)
         check = Check.new(name: "scopes", title: "token scopes")
         unless metadata.status == :pass
-          check.status = :skip
-          check.message = "needs the metadata server"
-          return check
+          return check.skip("needs the metadata server")
         end
 
         probe = metadata_get("#{ACCOUNT}/scopes")
         unless probe.error.nil? && probe.status == 200
-          check.status = :fail
-          check.message = "could not read #{ACCOUNT}/scopes: #{probe.error || "HTTP #{probe.status}"}"
-          check.fix = Fixes.for("MetadataError")
-          return check
+          return check.fail("could not read #{ACCOUNT}/scopes: #{probe.error || "HTTP #{probe.status}"}",
+                            Fixes.for("MetadataError"))
         end
 
         scopes = probe.body.to_s.split
@@ -228,21 +227,16 @@ module GitlabGcsSigner
         allowing = scopes & SIGN_SCOPES
         insufficient = sign_blob.details.to_h["error"] == "GitlabGcsSigner::InsufficientScopeError"
         if allowing.any? && !insufficient
-          check.status = :pass
-          check.message = "#{allowing.first} allows signBlob"
+          check.pass("#{allowing.first} allows signBlob")
         elsif sign_blob.status == :pass
-          check.status = :pass
-          check.message = "the default scopes (#{short(scopes)}) lack cloud-platform, but this metadata server " \
-                          "issues the cloud-platform token the gem asks for (GKE); a GCE VM would not"
+          check.pass("the default scopes (#{short(scopes)}) lack cloud-platform, but this metadata server " \
+                     "issues the cloud-platform token the gem asks for (GKE); a GCE VM would not")
+        elsif insufficient
+          check.fail("signBlob refused the token for its scopes; the default scopes are #{short(scopes)}",
+                     Fixes.for("InsufficientScopeError", email: sign_blob.details.to_h["email"]))
         else
-          check.status = :fail
-          check.message =
-            if insufficient
-              "signBlob refused the token for its scopes; the default scopes are #{short(scopes)}"
-            else
-              "the default scopes (#{short(scopes)}) do not include cloud-platform, which signBlob needs"
-            end
-          check.fix = Fixes.for("InsufficientScopeError", email: sign_blob.details.to_h["email"])
+          check.fail("the default scopes (#{short(scopes)}) do not include cloud-platform, which signBlob needs",
+                     Fixes.for("InsufficientScopeError", email: sign_blob.details.to_h["email"]))
         end
         check
       end
@@ -257,23 +251,19 @@ module GitlabGcsSigner
         skews = samples.filter_map { |source, probe| [source, skew(probe).round] if probe&.date }.to_h
         check.details = skews.transform_keys { |source| source.delete_prefix("the ").tr(" ", "_").downcase }
         if skews.empty?
-          check.status = :skip
-          check.message = "no server answered with a Date header"
-          return check
+          return check.skip("no server answered with a Date header")
         end
 
         source, worst = skews.max_by { |_, s| s.abs }
         if worst.abs > MAX_SKEW
-          check.status = :fail
-          check.message = "this machine's clock is #{worst.abs} s #{worst.positive? ? 'behind' : 'ahead of'} #{source} " \
-                          "(limit #{MAX_SKEW} s): " +
-                          (worst.positive? ? "V4 URLs would expire early" : "GCS would refuse new V4 URLs as not yet valid")
-          check.fix = "synchronise the clock with NTP (GKE/GCE: metadata.google.internal; `chronyc tracking` " \
-                      "shows the offset); in a container, fix the node's clock"
+          check.fail("this machine's clock is #{worst.abs} s #{worst.positive? ? 'behind' : 'ahead of'} #{source} " \
+                     "(limit #{MAX_SKEW} s): " +
+                     (worst.positive? ? "V4 URLs would expire early" : "GCS would refuse new V4 URLs as not yet valid"),
+                     "synchronise the clock with NTP (GKE/GCE: metadata.google.internal; `chronyc tracking` " \
+                     "shows the offset); in a container, fix the node's clock")
         else
-          check.status = :pass
-          check.message = "#{skews.map { |s, v| "#{v.zero? ? '0' : format('%+d', v)} s against #{s}" }.join(', ')} " \
-                          "(limit #{MAX_SKEW} s)"
+          check.pass("#{skews.map { |s, v| "#{v.zero? ? '0' : format('%+d', v)} s against #{s}" }.join(', ')} " \
+                     "(limit #{MAX_SKEW} s)")
         end
         check
       end
@@ -287,9 +277,7 @@ module GitlabGcsSigner
         check = Check.new(name: "bucket", title: "bucket access",
                           details: { "bucket" => bucket, "object" => object, "endpoint" => endpoint.to_s })
         unless sign_blob.status == :pass
-          check.status = :skip
-          check.message = "needs a working signBlob"
-          return check
+          return check.skip("needs a working signBlob")
         end
 
         host = endpoint.port == endpoint.default_port ? endpoint.host : "#{endpoint.host}:#{endpoint.port}"
@@ -298,119 +286,54 @@ module GitlabGcsSigner
         check.details["status"] = head.status
         case head.status
         when 200
-          check.status = :pass
-          check.message = "signed HEAD gs://#{bucket}/#{object}: 200 (the object exists)"
+          check.pass("signed HEAD gs://#{bucket}/#{object}: 200 (the object exists)")
         when 404
-          check.status = :pass
-          check.message = "signed HEAD gs://#{bucket}/#{object}: 404, the signature was accepted and the object " \
-                          "does not exist (expected for the probe)"
+          check.pass("signed HEAD gs://#{bucket}/#{object}: 404, the signature was accepted and the object " \
+                     "does not exist (expected for the probe)")
         else
           bucket_failure(check, head, url_for, bucket, sign_blob.details["email"])
         end
         check
       rescue GitlabGcsSigner::Error => e
-        check.status = :fail
-        check.message = "#{e.class.name}: #{e.message}"
-        check.fix = Fixes.for(e, email: sign_blob.details.to_h["email"])
+        check.fail("#{e.class.name}: #{e.message}",
+                   Fixes.for(e, email: sign_blob.details.to_h["email"]))
         check
       end
 
       # A HEAD answer has no body: ask again with GET to learn GCS's error code.
       def bucket_failure(check, head, url_for, bucket, email)
-        check.status = :fail
         if head.error
-          check.message = "could not reach #{check.details['endpoint']}: #{head.error}"
-          check.fix = "check --gcs-endpoint and egress to storage.googleapis.com:443"
-          return
+          return check.fail("could not reach #{check.details['endpoint']}: #{head.error}",
+                            "check --gcs-endpoint and egress to storage.googleapis.com:443")
         end
+
         get = gcs_request("GET", url_for.call("GET"))
         # Only an answer like the HEAD's explains it (a transient 503 may be gone by now).
         body = get.status == head.status ? get.body.to_s : ""
         code = body[%r{<Code>([^<]*)</Code>}, 1]
         detail = body[%r{<Message>([^<]*)</Message>}, 1]
         check.details["code"] = code if code
-        check.message = "signed HEAD answered HTTP #{head.status}#{code ? " #{code}" : ''}#{detail ? ": #{detail}" : ''}"
-        check.fix =
-          case code
-          when "SignatureDoesNotMatch"
-            "the URL's signature did not verify: compare the StringToSign in GCS's answer with " \
+        check.fail("signed HEAD answered HTTP #{head.status}#{code ? " #{code}" : ''}#{detail ? ": #{detail}" : ''}",
+                   bucket_fix(head.status, code, detail, bucket, email))
+      end
+
+      # What to do about GCS's answer to the signed probe, by its error code.
+      def bucket_fix(status, code, detail, bucket, email)
+        case code
+        when "SignatureDoesNotMatch"
+          "the URL's signature did not verify: compare the StringToSign in GCS's answer with " \
             "Signer#string_to_sign; check that --gcs-endpoint is the host the URLs are used with"
-          when "ExpiredToken" then "the URL expired before it arrived: fix the clock (see the clock check)"
-          when "AccessDenied"
-            if detail.to_s.include?("not valid yet")
-              "the URL is dated in the future for GCS: fix this machine's clock (see the clock check)"
-            else
-              "give #{email || 'the service account'} access to the bucket: gcloud storage buckets " \
-                "add-iam-policy-binding gs://#{bucket} --member=serviceAccount:#{email || 'EMAIL'} " \
-                "--role=roles/storage.objectAdmin"
-            end
-          when "NoSuchBucket" then "the bucket gs://#{bucket} does not exist: check --bucket and GitLab's object storage settings"
-          else "GCS answered HTTP #{head.status}: retry; if it persists, check the bucket and --gcs-endpoint"
+        when "ExpiredToken" then "the URL expired before it arrived: fix the clock (see the clock check)"
+        when "AccessDenied"
+          if detail.to_s.include?("not valid yet")
+            "the URL is dated in the future for GCS: fix this machine's clock (see the clock check)"
+          else
+            "give #{email || 'the service account'} access to the bucket: gcloud storage buckets " \
+              "add-iam-policy-binding gs://#{bucket} --member=serviceAccount:#{email || 'EMAIL'} " \
+              "--role=roles/storage.objectAdmin"
           end
-      end
-
-      def metadata_get(path)
-        host, port = split_host(@metadata_host)
-        # Never through a proxy: the metadata server is link-local.
-        http = Net::HTTP.new(host, port, nil)
-        http.open_timeout = 3
-        http.read_timeout = 5
-        request = Net::HTTP::Get.new(path, "Metadata-Flavor" => "Google")
-        timed { http.start { |h| h.request(request) } }
-      end
-
-      def date_probe(url)
-        uri = URI.parse(url)
-        http = Net::HTTP.new(uri.host, uri.port)
-        http.use_ssl = uri.scheme == "https"
-        http.open_timeout = 3
-        http.read_timeout = 5
-        # Unauthenticated on purpose: only the Date header is wanted.
-        timed { http.start { |h| h.request(Net::HTTP::Get.new("/")) } }
-      end
-
-      def gcs_request(verb, url)
-        uri = URI.parse(url)
-        http = Net::HTTP.new(uri.host, uri.port)
-        http.use_ssl = uri.scheme == "https"
-        http.open_timeout = 5
-        http.read_timeout = 10
-        request = Net::HTTPGenericRequest.new(verb, false, verb != "HEAD", uri.request_uri)
-        timed { http.start { |h| h.request(request) } }
-      end
-
-      def timed
-        sent = now
-        sent_wall = Time.now.to_f
-        response = yield
-        Probe.new(status: response.code.to_i, flavor: response["Metadata-Flavor"]&.casecmp?("Google"),
-                  date: parse_date(response["Date"]), body: response.body, sent: sent_wall,
-                  received: sent_wall + (now - sent))
-      rescue SystemCallError, IOError, SocketError, Timeout::Error, OpenSSL::SSL::SSLError => e
-        Probe.new(error: "#{e.class.name.split('::').last}: #{e.message}")
-      end
-
-      def parse_date(value)
-        value && Time.httpdate(value).to_f
-      rescue ArgumentError
-        nil
-      end
-
-      # Server time minus ours at the middle of the exchange; the Date
-      # header is truncated to the second, hence the half-second.
-      def skew(probe)
-        probe.date + 0.5 - ((probe.sent + probe.received) / 2)
-      end
-
-      def ms(probe)
-        ((probe.received - probe.sent) * 1000).round
-      end
-
-      def split_host(host_port)
-        if (m = host_port.match(/\A\[(?<host>.+)\](?::(?<port>\d+))?\z/) || host_port.match(/\A(?<host>[^:]+)(?::(?<port>\d+))?\z/))
-          [m[:host], (m[:port] || 80).to_i]
-        else
-          raise UsageError, "--metadata-host must be HOST or HOST:PORT, got #{host_port.inspect}"
+        when "NoSuchBucket" then "the bucket gs://#{bucket} does not exist: check --bucket and GitLab's object storage settings"
+        else "GCS answered HTTP #{status}: retry; if it persists, check the bucket and --gcs-endpoint"
         end
       end
 

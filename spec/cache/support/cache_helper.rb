@@ -74,7 +74,7 @@ module CacheHelper
   end
 
   def manual_clock(at = CACHE_EPOCH)
-    GitlabGcsSigner::Native::ManualClock.new(at)
+    GitlabGcsSigner::Testing::ManualClock.new(at)
   end
 end
 

@@ -20,7 +20,7 @@ module GitlabGcsSigner
           "token_lifetime" => Integer(token_lifetime),
           "default_scopes" => [CLOUD_PLATFORM],
           # GKE honours ?scopes= on the token request; GCE ignores it and
-          # issues the instance's access scopes (field notes s.3).
+          # issues the instance's access scopes (docs/facts.md#metadata-server).
           "honour_scopes_param" => true,
           "deny_sign_blob" => false,
           "api_disabled" => false,

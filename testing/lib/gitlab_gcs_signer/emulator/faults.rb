@@ -4,7 +4,7 @@ module GitlabGcsSigner
   module Emulator
     # Per-service fault injection ("metadata", "iam", "gcs"), configured through POST /_emulator/config.
     #
-    # The faults mirror what the field notes report from production: a GKE metadata server that is
+    # The faults mirror what docs/facts.md reports from production: a GKE metadata server that is
     # silent for seconds after pod start and answers 429, signBlob at 50-60 ms with 429 on quota and
     # transient 5xx, and broken or cut bodies from proxies.
     #

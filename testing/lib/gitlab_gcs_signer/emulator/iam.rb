@@ -5,7 +5,7 @@ require "uri"
 
 module GitlabGcsSigner
   module Emulator
-    # IAM Credentials signBlob (field notes, section 2):
+    # IAM Credentials signBlob (docs/facts.md#signblob-api):
     #   POST /v1/projects/-/serviceAccounts/{EMAIL}:signBlob  {"payload": base64, "delegates": [...]}
     #   -> {"keyId": ..., "signedBlob": base64(RSASSA-PKCS1-v1_5 SHA-256)}
     # with Google's JSON error envelope and the statuses/reasons a keyless signer meets in practice.

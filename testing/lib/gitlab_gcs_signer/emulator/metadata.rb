@@ -4,7 +4,7 @@ require "uri"
 
 module GitlabGcsSigner
   module Emulator
-    # The metadata server as seen from a GKE Workload Identity pod (field notes, section 3):
+    # The metadata server as seen from a GKE Workload Identity pod (docs/facts.md#metadata-server):
     # base /computeMetadata/v1/, "Metadata-Flavor: Google" required on requests and present on
     # every answer.
     class Metadata

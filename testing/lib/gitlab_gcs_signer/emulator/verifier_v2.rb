@@ -13,7 +13,7 @@ module GitlabGcsSigner
     #
     # The canonical resource is the path exactly as it appears in the request (still
     # percent-encoded, never re-encoded): every fog-google version encodes paths its own way and GCS
-    # signs what it receives (field notes, section 4).
+    # signs what it receives (docs/facts.md#v2-signing).
     class VerifierV2
       # Query parameters that name a sub-resource and so belong to the canonical resource ("?acl").
       SUB_RESOURCES = %w[acl billing compose cors defaultObjectAcl encryption lifecycle location logging
