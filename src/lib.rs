@@ -8,6 +8,8 @@
 //! - [`token`]: the one shared access token per credential and process.
 //! - [`iam`]: the IAM Credentials `signBlob` client; [`retry`]: its backoff.
 //! - [`cache`]: the signed-URL cache that coalesces concurrent misses.
+//! - [`stale`]: stale-if-error, serving a cached URL through an outage.
+//! - [`refresh`]: refresh-ahead of hot URLs in the background.
 //! - [`events`]: retries, refreshes and failures queued for the Ruby logger.
 //! - [`runtime`]: the per-process (fork-aware) tokio runtime and HTTP client.
 //! - [`signer`]: ties them together behind [`signer::UrlSigner`].
@@ -23,10 +25,12 @@ pub mod encoding;
 pub mod error;
 pub mod events;
 pub mod iam;
+pub mod refresh;
 pub mod request;
 pub mod retry;
 pub mod runtime;
 pub mod signer;
+pub mod stale;
 pub mod stats;
 pub mod token;
 pub mod v2;

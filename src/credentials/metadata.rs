@@ -224,7 +224,8 @@ impl MetadataClient {
                     self.host,
                     e.message()
                 ),
-            ),
+            )
+            .from_outage(),
             _ => e,
         })
     }

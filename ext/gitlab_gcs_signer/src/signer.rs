@@ -8,10 +8,13 @@ use crate::nogvl::{guarded, without_gvl};
 use crate::observe::Registration;
 use gcs_signer::cache::CacheConfig;
 use gcs_signer::credentials::CredentialOptions;
+use gcs_signer::refresh::RefreshConfig;
+use gcs_signer::stale::StaleConfig;
 use gcs_signer::signer::{Adoption, Expiry, Plan as CorePlan, SignerOptions};
 use gcs_signer::{Error as CoreError, UrlRequest, UrlSigner, UrlStyle, Version};
 use magnus::{
-    function, method, prelude::*, Error, IntoValue, RHash, RModule, RString, Ruby, Symbol, Value,
+    function, method, prelude::*, Error, IntoValue, RArray, RHash, RModule, RString, Ruby, Symbol,
+    Value,
 };
 use std::time::Duration;
 
@@ -38,7 +41,9 @@ impl Plan {
 impl Signer {
     /// new(credentials, service_account_email, metadata_host, iam_endpoint,
     ///     delegates, cache [ratio, max_extension, max_entries] | nil,
-    ///     timeout, max_per_minute, max_in_flight, clock | nil)
+    ///     timeout, max_per_minute, max_in_flight, clock | nil,
+    ///     stale [min_life, min_ratio, probe_interval] | nil,
+    ///     refresh [lead, max_quota_share] | nil)
     fn new(ruby: &Ruby, args: &[Value]) -> Result<Self, Error> {
         let mut credentials = CredentialOptions {
             credentials: opt_text(ruby, args, 0, "credentials")?,
@@ -53,6 +58,8 @@ impl Signer {
         credentials.quota.max_per_minute = arg(ruby, args, 7, "max_sign_blob_per_minute")?;
         credentials.quota.max_in_flight = arg(ruby, args, 8, "max_sign_blob_in_flight")?;
         let clock: Option<&ManualClock> = arg(ruby, args, 9, "clock")?;
+        let stale: Option<(i64, f64, i64)> = arg(ruby, args, 10, "stale_if_error")?;
+        let refresh: Option<(f64, f64)> = arg(ruby, args, 11, "refresh_ahead")?;
         if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
             return Err(Error::new(
                 ruby.exception_arg_error(),
@@ -71,6 +78,15 @@ impl Signer {
                 },
             ),
             timeout,
+            stale: stale.map(|(min_life, min_ratio, probe_interval)| StaleConfig {
+                min_life,
+                min_ratio,
+                probe_interval,
+            }),
+            refresh: refresh.map(|(lead, max_quota_share)| RefreshConfig {
+                lead,
+                max_quota_share,
+            }),
             ..SignerOptions::default()
         };
         if let Some(clock) = clock {
@@ -88,29 +104,44 @@ impl Signer {
         Ok(Self::sign(ruby, rb_self, args)?.0)
     }
 
-    /// signed_url_with_status(same arguments) -> [url, cache_hit]: whether
-    /// the cache answered, known exactly here (comparing stats before and
-    /// after would race with other threads). The Ruby layer uses it for
-    /// instrumentation and to drain log events after misses only.
-    fn signed_url_with_status(
-        ruby: &Ruby,
-        rb_self: &Self,
-        args: &[Value],
-    ) -> Result<(RString, bool), Error> {
-        Self::sign(ruby, rb_self, args)
+    /// signed_url_with_status(same arguments) -> [url, status]: :hit (the
+    /// cache answered), :miss (signed now) or, for a stale-if-error answer,
+    /// [url, :stale, seconds_left, error_kind]. Known exactly here
+    /// (comparing stats before and after would race with other threads).
+    /// The Ruby layer uses it for instrumentation and to drain log events
+    /// after misses only.
+    fn signed_url_with_status(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<RArray, Error> {
+        let (url, status) = Self::sign(ruby, rb_self, args)?;
+        let out = ruby.ary_new_capa(4);
+        out.push(url)?;
+        match status {
+            Status::Hit => out.push(ruby.to_symbol("hit"))?,
+            Status::Miss => out.push(ruby.to_symbol("miss"))?,
+            Status::Stale(left, error) => {
+                out.push(ruby.to_symbol("stale"))?;
+                out.push(left)?;
+                out.push(ruby.to_symbol(gcs_signer::events::kind_name(error.kind())))?;
+            }
+        }
+        Ok(out)
     }
 
-    fn sign(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<(RString, bool), Error> {
+    fn sign(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<(RString, Status), Error> {
         let (req, expiry, timestamp) = request(ruby, args)?;
         let signer = &rb_self.0;
         // A hit is answered with the GVL held: it costs microseconds, less
         // than releasing and retaking the GVL.
         let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
         if let Some(hit) = signer.try_cached(&plan) {
-            return Ok((ruby.str_new(&hit.url), true));
+            return Ok((ruby.str_new(&hit.url), Status::Hit));
         }
-        let url = without_gvl(ruby, move |cancel| signer.sign_planned(plan, cancel))?;
-        Ok((ruby.str_new(&url), false))
+        let now = plan.now();
+        let answer = without_gvl(ruby, move |cancel| signer.answer_planned(plan, cancel))?;
+        let status = match answer.stale {
+            None => Status::Miss,
+            Some(e) => Status::Stale(answer.entry.usable_until() - now, e),
+        };
+        Ok((ruby.str_new(&answer.entry.url), status))
     }
 
     /// lookup(same arguments as signed_url) -> the locally cached URL, or a
@@ -134,21 +165,48 @@ impl Signer {
     }
 
     /// sign_plan(plan) -> [url, expires_at, signed_at, from_sign_blob], also
-    /// kept in the local cache.
-    fn sign_plan(
-        ruby: &Ruby,
-        rb_self: &Self,
-        plan: &Plan,
-    ) -> Result<(RString, i64, i64, bool), Error> {
+    /// kept in the local cache; for a stale-if-error answer (not to be
+    /// published again) [url, expires_at, signed_at, from_sign_blob,
+    /// seconds_left, error_kind].
+    fn sign_plan(ruby: &Ruby, rb_self: &Self, plan: &Plan) -> Result<RArray, Error> {
         let signer = &rb_self.0;
         let plan = plan.0.clone();
-        let entry = without_gvl(ruby, move |cancel| signer.sign_planned_entry(plan, cancel))?;
-        Ok((
-            ruby.str_new(&entry.url),
-            entry.expires_at,
-            entry.signed_at,
-            entry.from_sign_blob,
-        ))
+        let now = plan.now();
+        let answer = without_gvl(ruby, move |cancel| signer.answer_planned(plan, cancel))?;
+        let entry = &answer.entry;
+        let out = ruby.ary_new_capa(6);
+        out.push(ruby.str_new(&entry.url))?;
+        out.push(entry.expires_at)?;
+        out.push(entry.signed_at)?;
+        out.push(entry.from_sign_blob)?;
+        if let Some(e) = answer.stale {
+            out.push(entry.usable_until() - now)?;
+            out.push(ruby.to_symbol(gcs_signer::events::kind_name(e.kind())))?;
+        }
+        Ok(out)
+    }
+
+    /// keep_refreshed -> nil: keep what background refreshes sign for
+    /// take_refreshed (the shared cache publishes it).
+    fn keep_refreshed(&self) {
+        self.0.keep_refreshed();
+    }
+
+    /// take_refreshed -> [[plan, url, expires_at, signed_at, from_sign_blob], ...]
+    /// signed by background refreshes since the last call.
+    fn take_refreshed(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        let taken = rb_self.0.take_refreshed();
+        let out = ruby.ary_new_capa(taken.len());
+        for (plan, entry) in taken {
+            let row = ruby.ary_new_capa(5);
+            row.push(Plan(plan))?;
+            row.push(ruby.str_new(&entry.url))?;
+            row.push(entry.expires_at)?;
+            row.push(entry.signed_at)?;
+            row.push(entry.from_sign_blob)?;
+            out.push(row)?;
+        }
+        Ok(out)
     }
 
     /// adopt(plan, url, expires_at, signed_at, from_sign_blob) -> :taken
@@ -206,12 +264,34 @@ impl Signer {
         Ok(hash)
     }
 
+    /// [min_life, min_ratio, probe_interval] or nil.
+    fn stale_config(&self) -> Option<(i64, f64, i64)> {
+        self.0
+            .stale_config()
+            .map(|c| (c.min_life, c.min_ratio, c.probe_interval))
+    }
+
+    /// [lead, max_quota_share] or nil.
+    fn refresh_config(&self) -> Option<(f64, f64)> {
+        self.0
+            .refresh_config()
+            .map(|c| (c.lead, c.max_quota_share))
+    }
+
     /// [extension_ratio, max_extension, max_entries] or nil.
     fn cache_config(&self) -> Option<(f64, i64, usize)> {
         self.0
             .cache_config()
             .map(|c| (c.extension_ratio, c.max_extension, c.max_entries))
     }
+}
+
+/// How a signed_url call was answered.
+enum Status {
+    Hit,
+    Miss,
+    /// A stale URL with this many seconds left; signing failed with this error.
+    Stale(i64, CoreError),
 }
 
 /// The request, expiry and timestamp from signed_url's positional arguments.
@@ -296,6 +376,10 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("shared_key", method!(Signer::shared_key, 1))?;
     class.define_method("sign_plan", method!(Signer::sign_plan, 1))?;
     class.define_method("adopt", method!(Signer::adopt, 5))?;
+    class.define_method("keep_refreshed", method!(Signer::keep_refreshed, 0))?;
+    class.define_method("take_refreshed", method!(Signer::take_refreshed, 0))?;
+    class.define_method("stale_config", method!(Signer::stale_config, 0))?;
+    class.define_method("refresh_config", method!(Signer::refresh_config, 0))?;
     let plan = native.define_class("Plan", ruby.class_object())?;
     plan.undef_default_alloc_func();
     plan.define_method("now", method!(Plan::now, 0))?;
