@@ -172,6 +172,7 @@ struct Inner {
     /// Background refreshes that landed, for the shared level (only kept
     /// once [`UrlSigner::keep_refreshed`] asked for them).
     refreshed: Mutex<Option<Vec<(Plan, Arc<Entry>)>>>,
+    refreshed_pending: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +225,7 @@ impl UrlSigner {
                 outage: Outage::default(),
                 refresh,
                 refreshed: Mutex::new(None),
+                refreshed_pending: Default::default(),
             }),
         })
     }
@@ -257,6 +259,9 @@ impl UrlSigner {
 
     /// The entries background refreshes signed since the last call.
     pub fn take_refreshed(&self) -> Vec<(Plan, Arc<Entry>)> {
+        if !self.inner.refreshed_pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
         match self.inner.refreshed.lock().as_mut() {
             Some(v) if !v.is_empty() => std::mem::take(v),
             _ => Vec::new(),
@@ -649,6 +654,7 @@ impl Inner {
                     if let Some(kept) = inner.refreshed.lock().as_mut() {
                         if kept.len() < REFRESHED_CAPACITY {
                             kept.push((plan.clone(), entry.clone()));
+                            inner.refreshed_pending.store(true, Ordering::Release);
                         }
                     }
                 }

@@ -81,13 +81,15 @@ module GitlabGcsSigner
     end
 
     # [url, :hit | :shared_hit | :miss]: where the URL came from (the local
-    # cache, the store, or a new signature), for instrumentation.
+    # cache, the store, or a new signature), for instrumentation; or
+    # [url, :stale, seconds_left, error_kind] for a stale-if-error answer
+    # (a URL this or another process stored for the same request).
     def signed_url_with_status(native, args)
       found = native.lookup(*args)
       return [found, :hit] if found.is_a?(String)
 
       key = open? ? skip : native.shared_key(found)
-      return [native.sign_plan(found)[0], :miss] unless key
+      return answered(native.sign_plan(found)) unless key
 
       # The braces are a Redis Cluster hash tag: the value and its lock share a
       # slot, so read_multi (MGET) of both works on a cluster too.
@@ -102,12 +104,26 @@ module GitlabGcsSigner
       "#<#{self.class.name} #{@store.class.name} #{@namespace}>"
     end
 
+    # Publishes what background refreshes (refresh_ahead:) signed since the
+    # last call, as publish does for a miss.
+    def publish_refreshed(native)
+      rows = native.take_refreshed or return
+      rows.each do |plan, url, expires_at, signed_at, from_sign_blob|
+        break if open?
+
+        key = native.shared_key(plan) or next
+        write("#{@namespace}:{#{key}}", plan, url, expires_at, signed_at, from_sign_blob)
+      end
+    rescue Error
+      nil
+    end
+
     private
 
     def fetch(native, plan, value_key)
       url = adopt(native, plan, call { @store.read(value_key, raw: true) })
       return [count(:shared_hits, url), :shared_hit] if url
-      return [publish(native, plan, value_key), :miss] if open?
+      return publish(native, plan, value_key) if open?
 
       lock_key = "#{value_key}:lock"
       count(:shared_misses)
@@ -115,22 +131,34 @@ module GitlabGcsSigner
       # processes sign the same key, which costs one signBlob call.
       if call { @store.write(lock_key, "1", unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
         begin
-          [publish(native, plan, value_key), :miss]
+          publish(native, plan, value_key)
         ensure
           call { @store.delete(lock_key) }
         end
       else
         waited = wait_for(native, plan, value_key, lock_key)
-        waited ? [waited, :shared_hit] : [publish(native, plan, value_key), :miss]
+        waited ? [waited, :shared_hit] : publish(native, plan, value_key)
       end
     end
 
-    # Signs (one signBlob, or the local cache if another thread just did)
-    # and shares the result for as long as any request may use it.
-    def publish(native, plan, value_key)
-      url, expires_at, signed_at, from_sign_blob = native.sign_plan(plan)
-      return url if open?
+    # [url, :miss] or, for a stale-if-error answer, [url, :stale, seconds_left, error_kind].
+    def answered(signed)
+      signed.size > 4 ? [signed[0], :stale, signed[4], signed[5]] : [signed[0], :miss]
+    end
 
+    # Signs (one signBlob, or the local cache if another thread just did)
+    # and shares the result for as long as any request may use it. A stale
+    # answer (stale-if-error) is already in the store or was taken from it:
+    # not written again.
+    def publish(native, plan, value_key)
+      signed = native.sign_plan(plan)
+      return answered(signed) if open? || signed.size > 4
+
+      write(value_key, plan, *signed)
+      answered(signed)
+    end
+
+    def write(value_key, plan, url, expires_at, signed_at, from_sign_blob)
       usable_until = from_sign_blob ? [expires_at, signed_at + SIGN_BLOB_MAX_SERVE].min : expires_at
       ttl = usable_until - plan.now
       if ttl.positive?
@@ -146,7 +174,6 @@ module GitlabGcsSigner
           failure
         end
       end
-      url
     end
 
     # Polls for the winner's URL while its lock stands, up to the wait.

@@ -14,6 +14,17 @@ module GitlabGcsSigner
     # never by more than 5 minutes (README, "The cache").
     CACHE_DEFAULTS = { extension_ratio: 0.1, max_extension: 300, max_entries: 20_000 }.freeze
 
+    # Stale-if-error (README "Outages"): when IAM is unavailable or the quota
+    # is exhausted, answer a miss with the URL cached for the same request if
+    # it still works for max(min_life, min_ratio x lifetime) seconds; during
+    # an outage one miss per probe_interval seconds tries IAM again.
+    STALE_DEFAULTS = { min_life: 60, min_ratio: 0.1, probe_interval: 5 }.freeze
+
+    # Refresh-ahead (opt-in): a hit in the last `lead` share of the span in
+    # which its URL serves the lifetime asked re-signs it in the background,
+    # spending at most max_quota_share of max_sign_blob_per_minute.
+    REFRESH_DEFAULTS = { lead: 0.25, max_quota_share: 0.1 }.freeze
+
     VERSIONS = %i[v2 v4].freeze
     URL_STYLES = %i[path virtual_hosted bucket_bound_hostname].freeze
 
@@ -38,11 +49,16 @@ module GitlabGcsSigner
     # cache:                  false, or a Hash with extension_ratio:, max_extension:, max_entries:.
     # timeout:                seconds one call may take, retries included.
     # max_sign_blob_per_minute, max_sign_blob_in_flight: the client-side quota guard.
+    # stale_if_error:         true (default), false, or a Hash with min_life:, min_ratio:,
+    #                         probe_interval: (STALE_DEFAULTS).
+    # refresh_ahead:          false (default), true, or a Hash with lead:, max_quota_share:
+    #                         (REFRESH_DEFAULTS).
     # shared_cache:           nil, an ActiveSupport::Cache::Store (e.g. Rails.cache) or a
     #                         GitlabGcsSigner::SharedCache: signBlob URLs shared by every process.
     def initialize(credentials: nil, service_account_email: nil, metadata_host: nil, iam_endpoint: nil,
                    delegates: [], cache: {}, timeout: 10, max_sign_blob_per_minute: 6000,
-                   max_sign_blob_in_flight: 64, clock: nil, shared_cache: nil)
+                   max_sign_blob_in_flight: 64, clock: nil, shared_cache: nil, stale_if_error: true,
+                   refresh_ahead: false)
       @native = Native::Signer.new(
         credentials_arg(credentials),
         optional_string(service_account_email, :service_account_email),
@@ -53,17 +69,24 @@ module GitlabGcsSigner
         number(timeout, :timeout).to_f,
         integer(max_sign_blob_per_minute, :max_sign_blob_per_minute, 1..1_000_000),
         integer(max_sign_blob_in_flight, :max_sign_blob_in_flight, 1..10_000),
-        clock_arg(clock)
+        clock_arg(clock),
+        cache == false ? nil : stale_arg(stale_if_error),
+        cache == false ? nil : refresh_arg(refresh_ahead)
       )
       @identity = @native.identity
       @shared_cache = shared_cache_arg(shared_cache, cache, timeout)
+      # Background refreshes go to the shared level too.
+      @share_refreshes = !@shared_cache.nil? && !@native.refresh_config.nil?
+      @native.keep_refreshed if @share_refreshes
     end
 
     # Returns a signed URL valid for at least expires_in seconds (or until
     # expires_at) for exactly the request described.
     # Instrumented as GitlabGcsSigner::SIGN_URL_EVENT (see observability.rb).
     def signed_url(**request)
-      Observability.signed_url(@native, native_request(**request), @shared_cache)
+      url = Observability.signed_url(@native, native_request(**request), @shared_cache)
+      @shared_cache.publish_refreshed(@native) if @share_refreshes
+      url
     end
 
     # The string the URL for the same arguments signs: compare it with what
@@ -96,6 +119,18 @@ module GitlabGcsSigner
     def cache_config
       ratio, max_extension, max_entries = @native.cache_config
       ratio && { extension_ratio: ratio, max_extension: max_extension, max_entries: max_entries }
+    end
+
+    # { min_life:, min_ratio:, probe_interval: } or nil when stale-if-error is off.
+    def stale_config
+      min_life, min_ratio, probe_interval = @native.stale_config
+      min_life && { min_life: min_life, min_ratio: min_ratio, probe_interval: probe_interval }
+    end
+
+    # { lead:, max_quota_share: } or nil when refresh-ahead is off.
+    def refresh_config
+      lead, share = @native.refresh_config
+      lead && { lead: lead, max_quota_share: share }
     end
 
     def inspect
@@ -158,6 +193,30 @@ module GitlabGcsSigner
       [number(opts[:extension_ratio], :extension_ratio).to_f,
        integer(opts[:max_extension], :max_extension, 0..86_400),
        integer(opts[:max_entries], :max_entries, 1..100_000_000)]
+    end
+
+    def stale_arg(option)
+      opts = options_hash(option, :stale_if_error, STALE_DEFAULTS) or return nil
+      [integer(opts[:min_life], :min_life, 1..604_800),
+       number(opts[:min_ratio], :min_ratio).to_f,
+       integer(opts[:probe_interval], :probe_interval, 0..3600)]
+    end
+
+    def refresh_arg(option)
+      opts = options_hash(option, :refresh_ahead, REFRESH_DEFAULTS) or return nil
+      [number(opts[:lead], :lead).to_f, number(opts[:max_quota_share], :max_quota_share).to_f]
+    end
+
+    # false/nil -> nil, true -> the defaults, a Hash -> merged with them.
+    def options_hash(option, name, defaults)
+      return nil if option.nil? || option == false
+      return defaults if option == true
+      raise ArgumentError, "#{name}: give true, false or a Hash, not #{option.class}" unless option.is_a?(Hash)
+
+      unknown = option.keys - defaults.keys
+      raise ArgumentError, "unknown #{name} option(s): #{unknown.join(', ')}" unless unknown.empty?
+
+      defaults.merge(option)
     end
 
     def shared_cache_arg(shared_cache, cache, timeout)

@@ -193,9 +193,13 @@ impl Signer {
     }
 
     /// take_refreshed -> [[plan, url, expires_at, signed_at, from_sign_blob], ...]
-    /// signed by background refreshes since the last call.
-    fn take_refreshed(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+    /// signed by background refreshes since the last call, or nil (no
+    /// allocation: it runs after every call while refreshes are shared).
+    fn take_refreshed(ruby: &Ruby, rb_self: &Self) -> Result<Option<RArray>, Error> {
         let taken = rb_self.0.take_refreshed();
+        if taken.is_empty() {
+            return Ok(None);
+        }
         let out = ruby.ary_new_capa(taken.len());
         for (plan, entry) in taken {
             let row = ruby.ary_new_capa(5);
@@ -206,7 +210,7 @@ impl Signer {
             row.push(entry.from_sign_blob)?;
             out.push(row)?;
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// adopt(plan, url, expires_at, signed_at, from_sign_blob) -> :taken
