@@ -509,9 +509,10 @@ impl UrlSigner {
             // fails (src/stale.rs).
             if let Some(config) = self.stale_config() {
                 let min_life = config.min_life_for(plan.want.at_least - plan.want.now);
-                if entry.serves_stale(&plan.want, min_life)
-                    && url_matches(plan, &email, url, expires_at, signed_at)
-                {
+                if entry.serves_stale(&plan.want, min_life) {
+                    if !url_matches(plan, &email, url, expires_at, signed_at) {
+                        return Adoption::Refused;
+                    }
                     cache.insert_if_longer(plan.key.clone(), entry);
                 }
             }
