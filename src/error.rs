@@ -135,6 +135,8 @@ mod tests {
         ] {
             assert!(!Error::new(kind, "x").is_availability(), "{kind:?}");
         }
-        assert!(Error::new(Metadata, "HTTP 503").from_outage().is_availability());
+        assert!(Error::new(Metadata, "HTTP 503")
+            .from_outage()
+            .is_availability());
     }
 }

@@ -19,8 +19,8 @@ use crate::request::{UrlRequest, Version, V4_MAX_EXPIRES};
 use crate::runtime;
 use crate::stale::{Outage, StaleConfig};
 use crate::stats::Stats;
-use parking_lot::Mutex;
 use crate::{v2, v4};
+use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,6 +159,9 @@ pub struct Answer {
 /// Refreshed entries kept for the shared cache level to publish, at most.
 const REFRESHED_CAPACITY: usize = 1024;
 
+/// Entries background refreshes signed, with their plans.
+type Refreshed = Vec<(Plan, Arc<Entry>)>;
+
 #[derive(Debug)]
 struct Inner {
     blob: Arc<dyn BlobSigner>,
@@ -171,7 +174,7 @@ struct Inner {
     refresh: Option<(RefreshConfig, Budget)>,
     /// Background refreshes that landed, for the shared level (only kept
     /// once [`UrlSigner::keep_refreshed`] asked for them).
-    refreshed: Mutex<Option<Vec<(Plan, Arc<Entry>)>>>,
+    refreshed: Mutex<Option<Refreshed>>,
     refreshed_pending: std::sync::atomic::AtomicBool,
 }
 
@@ -258,7 +261,7 @@ impl UrlSigner {
     }
 
     /// The entries background refreshes signed since the last call.
-    pub fn take_refreshed(&self) -> Vec<(Plan, Arc<Entry>)> {
+    pub fn take_refreshed(&self) -> Refreshed {
         if !self.inner.refreshed_pending.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
@@ -408,7 +411,9 @@ impl UrlSigner {
             inner.store(&plan, entry.clone());
             return Ok(Answer { entry, stale: None });
         }
-        let stale = inner.stale.filter(|_| plan.cacheable && inner.cache.is_some());
+        let stale = inner
+            .stale
+            .filter(|_| plan.cacheable && inner.cache.is_some());
         if let Some(config) = &stale {
             // A known outage: answer stale at once, one probe per interval.
             if inner.outage.holding(inner.clock.now_micros(), config) {

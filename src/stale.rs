@@ -161,12 +161,7 @@ mod tests {
         assert_eq!(c.min_life_for(300), 60);
         assert_eq!(c.min_life_for(601), 61);
         assert_eq!(c.min_life_for(15_300), 1530);
-        assert!(StaleConfig {
-            min_life: 0,
-            ..c
-        }
-        .validate()
-        .is_err());
+        assert!(StaleConfig { min_life: 0, ..c }.validate().is_err());
         assert!(StaleConfig {
             min_ratio: 1.5,
             ..c

@@ -9,8 +9,8 @@ use crate::observe::Registration;
 use gcs_signer::cache::CacheConfig;
 use gcs_signer::credentials::CredentialOptions;
 use gcs_signer::refresh::RefreshConfig;
-use gcs_signer::stale::StaleConfig;
 use gcs_signer::signer::{Adoption, Expiry, Plan as CorePlan, SignerOptions};
+use gcs_signer::stale::StaleConfig;
 use gcs_signer::{Error as CoreError, UrlRequest, UrlSigner, UrlStyle, Version};
 use magnus::{
     function, method, prelude::*, Error, IntoValue, RArray, RHash, RModule, RString, Ruby, Symbol,
@@ -110,7 +110,11 @@ impl Signer {
     /// (comparing stats before and after would race with other threads).
     /// The Ruby layer uses it for instrumentation and to drain log events
     /// after misses only.
-    fn signed_url_with_status(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<RArray, Error> {
+    fn signed_url_with_status(
+        ruby: &Ruby,
+        rb_self: &Self,
+        args: &[Value],
+    ) -> Result<RArray, Error> {
         let (url, status) = Self::sign(ruby, rb_self, args)?;
         let out = ruby.ary_new_capa(4);
         out.push(url)?;
@@ -277,9 +281,7 @@ impl Signer {
 
     /// [lead, max_quota_share] or nil.
     fn refresh_config(&self) -> Option<(f64, f64)> {
-        self.0
-            .refresh_config()
-            .map(|c| (c.lead, c.max_quota_share))
+        self.0.refresh_config().map(|c| (c.lead, c.max_quota_share))
     }
 
     /// [extension_ratio, max_extension, max_entries] or nil.
