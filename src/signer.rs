@@ -1156,4 +1156,42 @@ mod tests {
         assert_ne!(hit.url, first.url);
         assert_eq!(Stats::get(&s.inner.stats.misses), misses);
     }
+
+    #[test]
+    fn a_shared_url_too_short_for_the_request_is_kept_for_stale_if_error() {
+        let (a, _) = signer("a@p.iam.gserviceaccount.com");
+        let (b, clock, blob) = flaky(Some(StaleConfig::default()), None);
+        let r = req(Version::V4, "o");
+        let e = a
+            .sign_planned_entry(
+                a.plan(r.clone(), Expiry::In(600.0), None).unwrap(),
+                &Cancel::new(),
+            )
+            .unwrap();
+        clock.advance_micros(120_000_000);
+        let plan = b.plan(r.clone(), Expiry::In(600.0), None).unwrap();
+        // another request's URL is refused, not kept
+        let other = a
+            .sign_planned_entry(
+                a.plan(req(Version::V4, "p"), Expiry::In(600.0), None)
+                    .unwrap(),
+                &Cancel::new(),
+            )
+            .unwrap();
+        let refused = b.adopt(&plan, &other.url, e.expires_at, e.signed_at, true);
+        assert_eq!(refused, Adoption::Refused);
+        assert_eq!(adopt_entry(&b, &plan, &e), Adoption::Stale);
+        assert!(b.try_cached(&plan).is_none());
+        *blob.fail.lock() = Some(crate::ErrorKind::Unavailable);
+        let got = b.answer_planned(plan, &Cancel::new()).unwrap();
+        assert_eq!(got.entry.url, e.url);
+        assert!(got.stale.is_some());
+        // with stale-if-error off nothing is kept
+        let (c, clock, blob) = flaky(None, None);
+        clock.advance_micros(120_000_000);
+        let plan = c.plan(r, Expiry::In(600.0), None).unwrap();
+        assert_eq!(adopt_entry(&c, &plan, &e), Adoption::Stale);
+        *blob.fail.lock() = Some(crate::ErrorKind::Unavailable);
+        assert!(c.answer_planned(plan, &Cancel::new()).is_err());
+    }
 }
