@@ -126,6 +126,19 @@ RSpec.describe "stale-if-error", :emulator do
     expect(s.stats[:stale_served]).to eq(0)
   end
 
+  it "checks its options" do
+    expect(signer.stale_config).to eq(min_life: 60, min_ratio: 0.1, probe_interval: 5)
+    expect(signer.refresh_config).to be_nil
+    expect(signer(refresh_ahead: true).refresh_config).to eq(lead: 0.25, max_quota_share: 0.1)
+    expect(signer(cache: false).stale_config).to be_nil
+    [{ min_life: 0 }, { min_ratio: 1.5 }, { probe_interval: -1 }, { wait: 1 }, "yes"].each do |bad|
+      expect { signer(stale_if_error: bad) }.to raise_error(ArgumentError), bad.inspect
+    end
+    [{ lead: 1.0 }, { max_quota_share: 0 }, { every: 1 }].each do |bad|
+      expect { signer(refresh_ahead: bad) }.to raise_error(ArgumentError), bad.inspect
+    end
+  end
+
   it "is off with stale_if_error: false" do
     s = signer(stale_if_error: false)
     expect(s.stale_config).to be_nil
