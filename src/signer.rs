@@ -1138,8 +1138,9 @@ mod tests {
         assert_eq!(Stats::get(&s.inner.stats.refreshes), 0);
         // 46 s: 14 s of slack, refresh once
         clock.advance_micros(6_000_000);
+        // (the refresh may land between these hits: either URL serves)
         for _ in 0..5 {
-            assert_eq!(answer(&s, "o").unwrap().entry.url, first.url);
+            assert!(answer(&s, "o").unwrap().stale.is_none());
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while s.take_refreshed().is_empty() {
