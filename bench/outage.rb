@@ -216,6 +216,8 @@ runs.each do |label, r|
   downloads = r[:rows].select { |e, _, _| e.kind == :download }
   puts OutageBench.latency_line("#{label}: all requests", r[:rows])
   puts OutageBench.latency_line("#{label}: hot-set downloads", downloads.select { |e, _, _| hot.include?(e.object) })
+  puts OutageBench.latency_line("#{label}: top-10 downloads",
+                                downloads.select { |e, _, _| Integer(e.object[%r{\Auploads/(\d+)/}, 1]) < 10 })
 end
 off = runs.fetch("off")
 n = off[:rows].size
@@ -227,6 +229,7 @@ runs.each do |label, r|
               "%d skipped for the quota share", "#{label}:", r[:calls], off[:calls], r[:calls] - off[:calls],
               (r[:calls] - off[:calls]) * 1000.0 / n, r[:refreshes], r[:skipped])
 end
+puts "  top-10: the 10 most popular objects (each asked 7 to 67 times a minute)."
 puts "  waited: the call made or joined a signBlob call (a miss). p50 of all requests sits where hits end and"
 puts "  misses begin, so it jumps between microseconds and the signBlob latency."
 if failed
