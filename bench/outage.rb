@@ -3,7 +3,7 @@
 # Downloads through an IAM outage (stale-if-error) and hot objects off the
 # request path (refresh-ahead), on the GitLab-like trace of bench/trace.rb.
 #
-#   rake compile && ruby -w bench/outage.rb      (about 5 minutes on 2 idle cores;
+#   rake compile && ruby -w bench/outage.rb      (about 8 minutes on 2 busy cores;
 #                                                  BENCH_SMOKE=1 for a few seconds)
 #
 # Part 1, outage. The hour of simulated traffic (ManualClock) is replayed against its own emulator
