@@ -87,7 +87,8 @@ module GitlabGcsSigner
                   note: "IAM answers 401 ACCESS_TOKEN_EXPIRED; one new token, same call"),
         Fault.new(service: "metadata", fault: "token lifetime 3 s, 4 s of signing", config: :short_tokens,
                   expect: "URL", signer: TOKEN, clear: :none,
-                  note: "tokens under 120 s are refreshed before use; each call still gets a URL"),
+                  note: "a new token is used for its first 10 s, then refreshed before use; " \
+                        "IAM's 401 on the expired one brings a new token in the same call"),
         # --- IAM signBlob ---------------------------------------------------------------
         Fault.new(service: "iam", fault: "429 x2 then OK", config: { "iam" => { "fail_next" => [429, 429] } },
                   expect: "URL", signer: TOKEN),

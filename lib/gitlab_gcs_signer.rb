@@ -2,6 +2,7 @@
 
 require_relative "gitlab_gcs_signer/version"
 require_relative "gitlab_gcs_signer/errors"
+require_relative "gitlab_gcs_signer/signal_watch"
 
 # The native extension: a precompiled gem puts it under the Ruby version
 # (ankane's layout); `rake compile` puts it next to this file; `gem install`

@@ -7,6 +7,7 @@
 //! freshly fetched token (the cached one may have been revoked early).
 
 use crate::blob::{BlobSigner, BoxFuture};
+use crate::body::BodyError;
 use crate::credentials::metadata::{describe, MetadataClient};
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{self, Backoff};
@@ -382,15 +383,34 @@ impl IamSigner {
     ) -> Result<(u16, String)> {
         let client = runtime::http()?;
         Stats::incr(&self.stats.sign_blob_calls);
-        let unavailable = |e: reqwest::Error| {
-            Error::new(
+        let failed = |e: BodyError| match e {
+            BodyError::TooLarge => Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "signBlob for {email} at {} answered with more than {} KiB, which no IAM \
+                     answer is; is `iam_endpoint:` / GCS_SIGNER_IAM_ENDPOINT pointing at the IAM \
+                     Credentials API?",
+                    self.config.endpoint,
+                    crate::body::MAX_BODY / 1024
+                ),
+            ),
+            // A request that cannot be built (never retried: it would fail
+            // the same way again).
+            BodyError::Transport(e) if e.is_builder() => Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "the signBlob request for {email} could not be built: {}",
+                    describe(&e)
+                ),
+            ),
+            BodyError::Transport(e) => Error::new(
                 ErrorKind::Unavailable,
                 format!(
                     "signBlob for {email} at {} failed: {}",
                     self.config.endpoint,
                     describe(&e)
                 ),
-            )
+            ),
         };
         let request = client
             .post(url)
@@ -403,12 +423,12 @@ impl IamSigner {
         let slot = permit.clone();
         let exchange = tokio::spawn(async move {
             let _slot = slot;
-            let resp = request.send().await?;
+            let resp = request.send().await.map_err(BodyError::Transport)?;
             let status = resp.status().as_u16();
-            Ok::<_, reqwest::Error>((status, resp.text().await?))
+            Ok::<_, BodyError>((status, crate::body::read_capped(resp).await?))
         });
         match exchange.await {
-            Ok(answer) => answer.map_err(unavailable),
+            Ok(answer) => answer.map_err(failed),
             Err(e) => Err(Error::internal(format!(
                 "the signBlob request task for {email} failed: {e}"
             ))),
@@ -528,7 +548,8 @@ fn envelope(body: &str) -> Envelope {
     };
     let e = &v["error"];
     Envelope {
-        message: e["message"].as_str().unwrap_or_default().to_string(),
+        // Quoted in our messages: whatever looks like a credential goes.
+        message: crate::body::redact(e["message"].as_str().unwrap_or_default()),
         status: e["status"].as_str().unwrap_or_default().to_string(),
         reasons: e["details"]
             .as_array()

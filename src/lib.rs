@@ -7,6 +7,7 @@
 //! - [`credentials`]: Application Default Credentials, one file per source.
 //! - [`token`]: the one shared access token per credential and process.
 //! - [`iam`]: the IAM Credentials `signBlob` client; [`retry`]: its backoff.
+//! - [`body`]: size-capped answers, server text redacted for messages.
 //! - [`cache`]: the signed-URL cache that coalesces concurrent misses.
 //! - [`stale`]: stale-if-error, serving a cached URL through an outage.
 //! - [`refresh`]: refresh-ahead of hot URLs in the background.
@@ -17,6 +18,7 @@
 //! No Ruby types live here; `ext/gitlab_gcs_signer` is the binding.
 
 pub mod blob;
+pub mod body;
 pub mod cache;
 pub mod cancel;
 pub mod clock;

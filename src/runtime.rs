@@ -27,6 +27,8 @@ struct State {
     // (it hangs), and in the process that built it it lives until exit.
     runtime: &'static tokio::runtime::Runtime,
     http: reqwest::Client,
+    /// Never through a proxy: for the metadata server (see [`direct_http`]).
+    direct: reqwest::Client,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -58,14 +60,23 @@ fn current_for(pid: u32) -> Result<(tokio::runtime::Handle, reqwest::Client)> {
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("could not start the signer's tokio runtime: {e}")))?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .tcp_keepalive(Duration::from_secs(30))
-        .build()
-        .map_err(|e| Error::internal(format!("could not build the HTTP client: {e}")))?;
+    let client = |builder: reqwest::ClientBuilder| {
+        builder
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::internal(format!("could not build the HTTP client: {e}")))
+    };
+    let http = client(reqwest::Client::builder())?;
+    let direct = client(reqwest::Client::builder().no_proxy())?;
     let runtime: &'static _ = Box::leak(Box::new(runtime));
-    let state = State { pid, runtime, http };
+    let state = State {
+        pid,
+        runtime,
+        http,
+        direct,
+    };
     let out = (state.runtime.handle().clone(), state.http.clone());
     *guard = Some(state);
     Ok(out)
@@ -75,9 +86,23 @@ fn current() -> Result<(tokio::runtime::Handle, reqwest::Client)> {
     current_for(generation())
 }
 
-/// The process's pooled keep-alive HTTP client.
+/// The process's pooled keep-alive HTTP client (honours `https_proxy` and
+/// friends, for IAM and OAuth behind an egress proxy).
 pub fn http() -> Result<reqwest::Client> {
     Ok(current()?.1)
+}
+
+/// A client that never uses a proxy, whatever `http_proxy` and `NO_PROXY`
+/// say: the metadata server is link-local (or an emulator on loopback), and
+/// a proxy would be handed the request for the access token, or answer it.
+pub fn direct_http() -> Result<reqwest::Client> {
+    // Builds this process's state if needed; only another pid replaces it.
+    current()?;
+    STATE
+        .lock()
+        .as_ref()
+        .map(|state| state.direct.clone())
+        .ok_or_else(|| Error::internal("the signer's HTTP clients vanished"))
 }
 
 /// Runs `fut` on this process's runtime in the background. If the runtime

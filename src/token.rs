@@ -33,6 +33,17 @@ pub const USABLE_FOR: Duration = Duration::from_secs(120);
 /// After a failed background refresh, serve the old token this long before
 /// trying again, so a struggling metadata server is not asked on every call.
 const BACKGROUND_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// A new token is used for at least this long, however short a life its
+/// server gave it (`expires_in` 0 or 1 would otherwise mean one fetch per
+/// signature). A token that is really dead is still replaced at once: IAM
+/// answers 401 and the signBlob client calls [`TokenCache::invalidate`].
+pub const MIN_REUSE: Duration = Duration::from_secs(10);
+/// The longest life taken from a server: 12 hours, the most Google grants an
+/// access token (the `lifetime` limit of IAM Credentials generateAccessToken,
+/// https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/generateAccessToken).
+/// A longer `expires_in` is a broken or hostile server; beyond about 292,000
+/// years it would not even fit the microsecond clock.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 /// An OAuth access token. `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -141,6 +152,8 @@ struct State {
     refresh: Option<Flight<AccessToken>>,
     /// Clock micros of the last failed refresh.
     failed_at: Option<i64>,
+    /// Clock micros until which `token` is used whatever its life ([`MIN_REUSE`]).
+    reuse_until: i64,
 }
 
 /// One token, shared by every caller of one credential.
@@ -187,6 +200,7 @@ impl TokenCache {
                 token: None,
                 refresh: None,
                 failed_at: None,
+                reuse_until: i64::MIN,
             }),
             fetches: AtomicU64::new(0),
         }
@@ -204,17 +218,20 @@ impl TokenCache {
             self.land(&mut st);
             let now = self.clock.now_micros();
             if let Some(t) = st.token.clone() {
-                let left = t.expires_at - now;
+                let left = t.expires_at.saturating_sub(now);
                 if left > micros(FRESH_FOR) {
                     return Ok(t);
                 }
                 if left > micros(USABLE_FOR) {
                     let recently_failed = st
                         .failed_at
-                        .is_some_and(|f| now - f < micros(BACKGROUND_RETRY_AFTER));
+                        .is_some_and(|f| now.saturating_sub(f) < micros(BACKGROUND_RETRY_AFTER));
                     if st.refresh.is_none() && !recently_failed {
                         self.start_refresh(&mut st);
                     }
+                    return Ok(t);
+                }
+                if now < st.reuse_until {
                     return Ok(t);
                 }
             }
@@ -253,6 +270,9 @@ impl TokenCache {
             None if !flight.is_current() => st.refresh = None,
             None => {}
             Some(Ok(t)) => {
+                if st.token.as_ref() != Some(&t) {
+                    st.reuse_until = self.clock.now_micros().saturating_add(micros(MIN_REUSE));
+                }
                 st.token = Some(t);
                 st.failed_at = None;
                 st.refresh = None;
@@ -273,17 +293,37 @@ impl TokenCache {
         let started = self.clock.now_micros();
         let fetch = self.source.fetch();
         st.refresh = Some(Flight::start(async move {
-            let f = crate::events::token_refreshed(fetch.await)?;
+            let f = crate::events::token_refreshed(fetch.await.and_then(checked))?;
             Ok(AccessToken {
                 value: f.value,
-                expires_at: started + micros(f.expires_in),
+                expires_at: started.saturating_add(micros(f.expires_in.min(MAX_LIFETIME))),
             })
         }));
     }
 }
 
+/// Refuses a token that cannot be sent as `Authorization: Bearer TOKEN`:
+/// OAuth tokens are printable ASCII without spaces (RFC 6750 s.2.1), and a
+/// CR or LF would split the header. Refused at once as a protocol error:
+/// asking again does not change what the server hands out.
+fn checked(f: FetchedToken) -> Result<FetchedToken> {
+    if f.value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Ok(f);
+    }
+    Err(Error::new(
+        crate::error::ErrorKind::Protocol,
+        format!(
+            "the token endpoint answered an access token ({} bytes, not shown) with characters \
+             an HTTP header cannot carry (a line break, space or control character); check \
+             GCE_METADATA_HOST / `metadata_host:` or the credentials' token endpoint",
+            f.value.len()
+        ),
+    ))
+}
+
+/// Saturating: a lifetime past `i64::MAX` microseconds is as good as forever.
 fn micros(d: Duration) -> i64 {
-    d.as_micros() as i64
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -561,5 +601,97 @@ mod tests {
         let c = shared("test:shared-c", mk());
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    /// Answers `value` valid for `life`, counting the fetches.
+    #[derive(Debug)]
+    struct Odd {
+        n: Arc<AtomicU64>,
+        value: &'static str,
+        life: Duration,
+    }
+
+    impl TokenSource for Odd {
+        fn fetch(&self) -> BoxFuture<'static, Result<FetchedToken>> {
+            let n = self.n.fetch_add(1, Ordering::SeqCst) + 1;
+            let (value, life) = (format!("{}{n}", self.value), self.life);
+            Box::pin(async move {
+                Ok(FetchedToken {
+                    value,
+                    expires_in: life,
+                })
+            })
+        }
+    }
+
+    fn odd(value: &'static str, life: Duration) -> (TokenCache, Arc<ManualClock>, Arc<AtomicU64>) {
+        let n = Arc::new(AtomicU64::new(0));
+        let clock = Arc::new(ManualClock::new(1_700_000_000 * SEC));
+        let source = Odd {
+            n: n.clone(),
+            value,
+            life,
+        };
+        (TokenCache::new(Arc::new(source), clock.clone()), clock, n)
+    }
+
+    /// Issue 15 m3: `expires_in` 0 or 1 used to mean one fetch per call.
+    #[test]
+    fn a_token_with_no_life_left_is_reused_for_the_minimum_window() {
+        for secs in [0, 1, 119] {
+            let (cache, clock, n) = odd("tok-", Duration::from_secs(secs));
+            for _ in 0..20 {
+                assert_eq!(get(&cache).unwrap().value, "tok-1", "expires_in {secs}");
+            }
+            clock.advance_micros(micros(MIN_REUSE) - SEC);
+            assert_eq!(get(&cache).unwrap().value, "tok-1");
+            assert_eq!(n.load(Ordering::SeqCst), 1);
+            // After the window, the next call waits for a new token.
+            clock.advance_micros(2 * SEC);
+            assert_eq!(get(&cache).unwrap().value, "tok-2");
+            // A 401 still replaces it at once.
+            cache.invalidate(&get(&cache).unwrap());
+            assert_eq!(get(&cache).unwrap().value, "tok-3");
+            assert_eq!(n.load(Ordering::SeqCst), 3);
+        }
+    }
+
+    /// Issue 15 m3: `expires_in` >= 10^13 s overflowed the microsecond
+    /// arithmetic into the past, and the token counted as expired forever.
+    #[test]
+    fn huge_lifetimes_are_clamped_not_wrapped() {
+        for secs in [10_u64.pow(13), u64::MAX] {
+            let (cache, clock, n) = odd("tok-", Duration::from_secs(secs));
+            let t = get(&cache).unwrap();
+            assert!(t.expires_at > clock.now_micros(), "{secs}");
+            assert_eq!(t.expires_at, clock.now_micros() + micros(MAX_LIFETIME));
+            clock.advance_micros(3600 * SEC);
+            assert_eq!(get(&cache).unwrap().value, "tok-1");
+            assert_eq!(n.load(Ordering::SeqCst), 1);
+            // 12 hours later the clamped lifetime is over.
+            clock.advance_micros(11 * 3600 * SEC);
+            assert_eq!(get(&cache).unwrap().value, "tok-2");
+        }
+        assert_eq!(micros(Duration::MAX), i64::MAX);
+    }
+
+    /// Issue 15 m4: a token that cannot go into an HTTP header is a
+    /// protocol error at once, and is never handed out.
+    #[test]
+    fn tokens_with_line_breaks_or_spaces_are_protocol_errors() {
+        for value in [
+            "ya29.a\r\nX-Evil: 1 #",
+            "ya29.a\nb",
+            "ya29 a",
+            "ya29.\u{0}",
+            "ya29.é",
+        ] {
+            let (cache, _clock, n) = odd(value, Duration::from_secs(3600));
+            let err = get(&cache).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Protocol, "{value:?}");
+            assert!(!err.message().contains("ya29"), "{}", err.message());
+            assert!(!err.is_transient());
+            assert_eq!(n.load(Ordering::SeqCst), 1);
+        }
     }
 }

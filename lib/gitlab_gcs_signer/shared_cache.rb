@@ -14,9 +14,13 @@ module GitlabGcsSigner
   # and is, apart from its signature, byte for byte the URL this process
   # would build for that request, expiry and signing time.
   #
-  # The store is an optimisation and never a dependency: every call to it is
+  # The store is an optimisation and never a dependency: the store's own
+  # failures (connection errors, its client's timeouts: STORE_ERRORS) are
   # rescued, a failure or a slow answer opens a breaker that skips the level
-  # for breaker_seconds, and signing goes on through the local path.
+  # for breaker_seconds, and signing goes on through the local path. Nothing
+  # else is rescued: an exception raised into the thread during a store call
+  # (Timeout.timeout, a request timeout's Thread#raise) or a bug propagates
+  # and leaves the breaker alone.
   #
   # Trust: entries are bearer URLs. Whoever can read the store can use them
   # until they expire (at most the lifetime asked plus the cache's extension),
@@ -49,6 +53,17 @@ module GitlabGcsSigner
     COUNTERS = %i[
       shared_hits shared_misses shared_writes shared_waits shared_wait_timeouts
       shared_stale shared_rejected shared_errors shared_skipped shared_breaker_opens
+    ].freeze
+
+    # What store clients raise when the store is down, refuses or is slow
+    # (redis-rb, redis-client, Dalli, connection_pool, the socket layer),
+    # by name so that none of these libraries has to be loaded. Besides
+    # these: SystemCallError, IOError, and subclasses of Timeout::Error
+    # (Net::ReadTimeout, ConnectionPool::TimeoutError) but not Timeout::Error
+    # itself, which is what Timeout.timeout raises into a thread.
+    STORE_ERRORS = %w[
+      Redis::BaseError RedisClient::Error Dalli::DalliError ConnectionPool::Error
+      SocketError OpenSSL::SSL::SSLError
     ].freeze
 
     attr_reader :store, :options
@@ -222,15 +237,25 @@ module GitlabGcsSigner
       nil
     end
 
-    # One store call: an exception or a slow answer opens the breaker.
+    # One store call: a store failure or a slow answer opens the breaker;
+    # any other exception propagates.
     def call
       started = now
       result = yield
       failure if now - started > @options[:slow]
       result
-    rescue StandardError
+    rescue StandardError => e
+      raise unless store_failure?(e)
+
       failure
       nil
+    end
+
+    def store_failure?(error)
+      return true if error.is_a?(SystemCallError) || error.is_a?(IOError)
+      return !error.instance_of?(::Timeout::Error) if defined?(::Timeout::Error) && error.is_a?(::Timeout::Error)
+
+      error.class.ancestors.any? { |mod| STORE_ERRORS.include?(mod.name) }
     end
 
     def failure

@@ -3,6 +3,7 @@
 require "json"
 require "open3"
 require "rbconfig"
+require "socket"
 
 # Where keyless signing sends its requests comes only from explicit options
 # or from GCE_METADATA_HOST / GCS_SIGNER_IAM_ENDPOINT (field notes s.3, s.8).
@@ -15,7 +16,12 @@ RSpec.describe "endpoints: explicit options, then the environment, then Google's
     require "gitlab_gcs_signer"
     require "json"
     opts = JSON.parse(ARGV[0], symbolize_names: true)
-    signer = opts.delete(:default) ? GitlabGcsSigner.default_signer : GitlabGcsSigner::Signer.new(**opts)
+    begin
+      signer = opts.delete(:default) ? GitlabGcsSigner.default_signer : GitlabGcsSigner::Signer.new(**opts)
+    rescue ArgumentError => e
+      puts JSON.generate(error: [e.class.name, e.message])
+      exit
+    end
     t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     out = { identity: signer.identity }
     begin
@@ -87,6 +93,50 @@ RSpec.describe "endpoints: explicit options, then the environment, then Google's
     expect(result["error"][1]).to include(dead)
     expect(result["seconds"]).to be < 3
     expect(counts).to eq([0, 0, 0])
+  end
+
+  # Issue 15 M2: the access token goes in the Authorization header, so a
+  # cleartext IAM endpoint is allowed only on this machine (an emulator).
+  it "refuses an http:// IAM endpoint that is not a loopback address, from the option or the environment" do
+    %w[http://iam.internal.example:8080 http://10.0.0.7 http://127.0.0.1@iam.internal.example].each do |url|
+      expect { GitlabGcsSigner::Signer.new(metadata_host: emulator.host, iam_endpoint: url) }
+        .to raise_error(ArgumentError, /in clear.*loopback/)
+      result = run_probe(env: { "GCE_METADATA_HOST" => emulator.host, "GCS_SIGNER_IAM_ENDPOINT" => url }, timeout: 1)
+      expect(result["error"]).to eq(["ArgumentError", result["error"][1]])
+      expect(result["error"][1]).to include("GCS_SIGNER_IAM_ENDPOINT", "loopback")
+    end
+    %W[http://127.0.0.1:#{emulator.port} http://localhost:#{emulator.port}].each do |url|
+      signer = GitlabGcsSigner::Signer.new(metadata_host: emulator.host, iam_endpoint: url)
+      expect(signer.signed_url(bucket: "endpoints", object: "loopback.txt", expires_in: 300)).to include("X-Goog-Signature=")
+    end
+    expect(emulator.stats["sign_blob_calls"]).to eq(2)
+  end
+
+  # Issue 15 m1: a proxy must never see (or answer) the metadata request
+  # for the access token, whatever NO_PROXY says; IAM still honours the proxy
+  # settings (here NO_PROXY exempts its host).
+  it "never sends metadata requests through http_proxy" do
+    proxy = TCPServer.new("127.0.0.1", 0)
+    seen = Queue.new
+    acceptor = Thread.new do
+      loop do
+        client = proxy.accept
+        seen << client.gets.to_s.strip
+        client.write("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        client.close
+      end
+    end
+    proxy_url = "http://127.0.0.1:#{proxy.addr[1]}"
+    [{ "http_proxy" => proxy_url, "NO_PROXY" => "localhost" },
+     { "http_proxy" => proxy_url, "HTTP_PROXY" => proxy_url, "ALL_PROXY" => proxy_url, "no_proxy" => "localhost" }].each do |env|
+      result = run_probe(env: env, metadata_host: emulator.host, iam_endpoint: "http://localhost:#{emulator.port}")
+      expect(result["error"]).to be_nil
+      expect(gcs(result["url"]).code).to eq("404") # verified; no such object
+    end
+    expect(seen.size).to eq(0), "the proxy saw: #{Array.new(seen.size) { seen.pop }.inspect}"
+  ensure
+    acceptor&.kill
+    proxy&.close
   end
 
   context "with nothing configured (only where the network has no route but loopback)" do

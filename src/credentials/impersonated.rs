@@ -296,7 +296,20 @@ async fn token_attempt(uri: &str, form: &str, target: &str, what: &str) -> Resul
             )
         })?;
     let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
+    let body = match crate::body::read_capped(resp).await {
+        Ok(body) => body,
+        Err(crate::body::BodyError::TooLarge) => {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "the OAuth token endpoint {uri} answered HTTP {status} with more than {} KiB, \
+                     which no token response is",
+                    crate::body::MAX_BODY / 1024
+                ),
+            ))
+        }
+        Err(crate::body::BodyError::Transport(_)) => String::new(),
+    };
     if status == 200 {
         // The body holds the token: never quote it.
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -327,8 +340,9 @@ async fn token_attempt(uri: &str, form: &str, target: &str, what: &str) -> Resul
     }
     // OAuth errors are `{"error":"invalid_grant","error_description":"..."}`.
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let code = v["error"].as_str().unwrap_or("unknown error");
-    let desc = v["error_description"].as_str().unwrap_or("");
+    // Quoted in the message: whatever looks like a credential goes.
+    let code = crate::body::redact(v["error"].as_str().unwrap_or("unknown error"));
+    let desc = crate::body::redact(v["error_description"].as_str().unwrap_or(""));
     Err(Error::new(
         ErrorKind::Credentials,
         format!(

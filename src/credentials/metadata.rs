@@ -7,6 +7,7 @@
 
 use super::Env;
 use crate::blob::BoxFuture;
+use crate::body::BodyError;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{self, Backoff};
 use crate::runtime;
@@ -231,7 +232,7 @@ impl MetadataClient {
     }
 
     async fn attempt(&self, url: &str, path: &str) -> Result<String> {
-        let client = runtime::http()?;
+        let client = runtime::direct_http()?;
         let resp = client
             .get(url)
             .header("Metadata-Flavor", "Google")
@@ -310,11 +311,20 @@ impl MetadataClient {
                 ),
             ));
         }
-        resp.text().await.map_err(|e| {
-            Error::new(
+        crate::body::read_capped(resp).await.map_err(|e| match e {
+            BodyError::TooLarge => Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "the metadata server at {} answered {path} with more than {} KiB, which no \
+                     metadata answer is; check GCE_METADATA_HOST / `metadata_host:`",
+                    self.host,
+                    crate::body::MAX_BODY / 1024
+                ),
+            ),
+            BodyError::Transport(e) => Error::new(
                 ErrorKind::Unavailable,
                 format!("reading the answer to {path} failed ({})", describe(&e)),
-            )
+            ),
         })
     }
 }

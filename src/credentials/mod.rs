@@ -163,13 +163,57 @@ pub(crate) fn iam_endpoint(opts: &CredentialOptions, env: &dyn Env) -> Result<St
         .filter(|e| !e.trim().is_empty())
         .unwrap_or_else(|| iam::DEFAULT_ENDPOINT.to_string());
     let endpoint = endpoint.trim().trim_end_matches('/').to_string();
-    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-        return Err(Error::invalid(format!(
-            "the IAM endpoint `{endpoint}` (from `iam_endpoint:` or GCS_SIGNER_IAM_ENDPOINT) must \
-             start with https:// or http://"
-        )));
+    if endpoint.starts_with("https://") {
+        return Ok(endpoint);
     }
-    Ok(endpoint)
+    match endpoint.strip_prefix("http://") {
+        // The access token travels in the Authorization header: in clear
+        // only to this machine (an emulator), never over a network.
+        Some(rest) if is_loopback_authority(rest) => Ok(endpoint),
+        Some(_) => Err(Error::invalid(format!(
+            "the IAM endpoint `{endpoint}` (from `iam_endpoint:` or GCS_SIGNER_IAM_ENDPOINT) uses \
+             http://, which would send the access token in clear: http:// is allowed only to a \
+             loopback address (127.0.0.1, [::1] or localhost, for an emulator); use https://"
+        ))),
+        None => Err(Error::invalid(format!(
+            "the IAM endpoint `{endpoint}` (from `iam_endpoint:` or GCS_SIGNER_IAM_ENDPOINT) must \
+             start with https:// (or http:// to a loopback address, for an emulator)"
+        ))),
+    }
+}
+
+/// Whether the authority of `rest` (what follows `http://`) is a loopback
+/// host: an address in 127.0.0.0/8, `[::1]`, or `localhost` (RFC 6761 s.6.3),
+/// with an optional port. User info (`127.0.0.1@host`) is refused: the host
+/// would be what follows the `@`.
+fn is_loopback_authority(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((addr, port)) => {
+                let ok = addr
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|a| a.is_loopback());
+                (ok, port)
+            }
+            None => return false,
+        }
+    } else {
+        let host = authority.split(':').next().unwrap_or_default();
+        let ok = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| a.is_loopback());
+        (ok, &authority[host.len()..])
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_ok());
+    host && port_ok
 }
 
 fn from_file(
@@ -492,5 +536,53 @@ mod tests {
             iam_endpoint(&opts, &e).unwrap_err().kind(),
             ErrorKind::InvalidArgument
         );
+    }
+
+    /// Issue 15 M2: the bearer token never goes over cleartext HTTP to
+    /// anything but this machine.
+    #[test]
+    fn http_iam_endpoints_only_on_loopback() {
+        let with = |url: &str| CredentialOptions {
+            iam_endpoint: Some(url.into()),
+            ..Default::default()
+        };
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1",
+            "http://127.1.2.3:9/",
+            "http://[::1]:8080",
+            "http://localhost:8080",
+            "http://LOCALHOST",
+            "https://iam.example.com",
+            "https://10.0.0.1:443",
+        ] {
+            assert!(iam_endpoint(&with(ok), &env(&[])).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://iam.example.com",
+            "http://10.0.0.1:8080",
+            "http://169.254.169.254",
+            "http://127.0.0.1@evil.example.com",
+            "http://127.0.0.1.evil.example.com",
+            "http://localhost.evil.example.com:80",
+            "http://[::ffff:10.0.0.1]:80",
+            "http://[::1",
+            "http://127.0.0.1:port",
+            "http://127.0.0.1:",
+            "http://",
+        ] {
+            let err = iam_endpoint(&with(bad), &env(&[])).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad}");
+            assert!(
+                err.message().contains("loopback"),
+                "{bad}: {}",
+                err.message()
+            );
+        }
+        // The environment variable is held to the same rule.
+        let e = env(&[("GCS_SIGNER_IAM_ENDPOINT", "http://iam.internal:8080")]);
+        let err = iam_endpoint(&CredentialOptions::default(), &e).unwrap_err();
+        assert!(err.message().contains("GCS_SIGNER_IAM_ENDPOINT"));
+        assert!(err.message().contains("in clear"));
     }
 }

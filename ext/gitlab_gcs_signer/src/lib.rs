@@ -18,5 +18,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     signer::init(ruby, native)?;
     clock::init(ruby, native)?;
     observe::init(ruby, native)?;
+    nogvl::init(ruby, native)?;
     Ok(())
 }

@@ -5,13 +5,143 @@
 //! the call's [`Cancel`]: when Ruby wants the thread back (`Timeout`,
 //! `Thread#kill`, Ctrl-C), the wait in the core ends at once, the GVL is
 //! retaken and `thread_check_ints` raises whatever Ruby had pending.
+//!
+//! Signals need more than the unblock function. Ruby 3.1 calls the main
+//! thread's unblock function for a signal (SIGINT, SIGTERM) from a Ruby
+//! thread that watches its signal pipe: one that runs, or sleeps with a
+//! timeout. When every Ruby thread waits here, or sleeps for good (a Puma
+//! worker's idle threads), nobody does until one of the waits ends by
+//! itself. Ruby covers a lone thread with a helper thread of its own
+//! (`rb_nogvl` starts one when one thread lives), not two or more: Ctrl-C
+//! then waited for the calls' deadline (19.7 s with `timeout: 20`). So while
+//! any thread waits here, a watcher Ruby thread
+//! (lib/gitlab_gcs_signer/signal_watch.rb) sleeps in 20 ms steps, and the
+//! signal reaches the main thread within milliseconds (bench/interrupt.rb).
 
 use crate::errors;
 use gcs_signer::cancel::Cancel;
 use gcs_signer::{Error as CoreError, ErrorKind};
-use magnus::{Error, Ruby};
+use magnus::{function, prelude::*, Error, RModule, Ruby, Value};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, MutexGuard};
+
+/// Threads waiting without the GVL and the watcher that keeps signals
+/// flowing meanwhile. Read and written with the GVL held, so a check and its
+/// update are one step for Ruby; the lock only satisfies Rust (no code
+/// that can panic runs under it).
+struct Watch {
+    /// The process the counts belong to: after `fork` the parent's waiters
+    /// and watcher do not exist in the child.
+    pid: u32,
+    waiting: usize,
+    /// The running watcher's id, if one runs.
+    watcher: Option<u64>,
+    next_id: u64,
+}
+
+static WATCH: Mutex<Watch> = Mutex::new(Watch {
+    pid: 0,
+    waiting: 0,
+    watcher: None,
+    next_id: 1,
+});
+
+fn watch() -> MutexGuard<'static, Watch> {
+    let mut w = WATCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let pid = std::process::id();
+    if w.pid != pid {
+        w.pid = pid;
+        w.waiting = 0;
+        w.watcher = None;
+    }
+    w
+}
+
+/// Counts the calling thread as waiting and starts a watcher if none runs.
+fn enter(ruby: &Ruby) -> Result<(), Error> {
+    let start = {
+        let mut w = watch();
+        w.waiting += 1;
+        if w.watcher.is_some() {
+            None
+        } else {
+            let id = w.next_id;
+            w.next_id += 1;
+            w.watcher = Some(id);
+            Some(id)
+        }
+    };
+    let Some(id) = start else { return Ok(()) };
+    let started = watcher_module(ruby).map(|m| m.funcall::<_, _, Value>("start", (id,)));
+    match started {
+        Some(Ok(thread)) if thread.to_bool() => Ok(()),
+        failed => {
+            // No watcher: the Ruby layer is not loaded (the binding's own
+            // tests), no thread could be made (the VM is shutting down), or
+            // Thread.new raised (an interrupt is pending, which then ends
+            // this call). The next waiter tries again.
+            let mut w = watch();
+            if w.watcher == Some(id) {
+                w.watcher = None;
+            }
+            if let Some(Err(e)) = failed {
+                w.waiting = w.waiting.saturating_sub(1);
+                return Err(e);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn leave() {
+    let mut w = watch();
+    w.waiting = w.waiting.saturating_sub(1);
+}
+
+fn watcher_module(ruby: &Ruby) -> Option<RModule> {
+    let top: RModule = ruby.class_object().const_get("GitlabGcsSigner").ok()?;
+    top.const_get("SignalWatch").ok()
+}
+
+/// `Native.signal_watch_waiting(id)` -> how many threads wait, or nil when
+/// `id` is not the current watcher (it must stop).
+fn signal_watch_waiting(id: u64) -> Option<usize> {
+    let w = watch();
+    (w.watcher == Some(id)).then_some(w.waiting)
+}
+
+/// `Native.signal_watch_retire(id)` -> true when the watcher `id` may stop
+/// (nobody waits, or another watcher took over), and unregisters it.
+fn signal_watch_retire(id: u64) -> bool {
+    let mut w = watch();
+    if w.watcher != Some(id) {
+        return true;
+    }
+    if w.waiting > 0 {
+        return false;
+    }
+    w.watcher = None;
+    true
+}
+
+/// `Native.signal_watch_gone(id)`: the watcher `id` ended (killed, or an
+/// exception); the next waiter starts another.
+fn signal_watch_gone(id: u64) {
+    let mut w = watch();
+    if w.watcher == Some(id) {
+        w.watcher = None;
+    }
+}
+
+pub fn init(_ruby: &Ruby, native: RModule) -> Result<(), Error> {
+    native.define_singleton_method("signal_watch_waiting", function!(signal_watch_waiting, 1))?;
+    native.define_singleton_method("signal_watch_retire", function!(signal_watch_retire, 1))?;
+    native.define_singleton_method("signal_watch_gone", function!(signal_watch_gone, 1))?;
+    Ok(())
+}
 
 struct Call<'a, F, R> {
     func: Option<F>,
@@ -54,6 +184,7 @@ where
         cancel: &cancel,
         result: None,
     };
+    enter(ruby)?;
     unsafe {
         rb_sys::rb_thread_call_without_gvl(
             Some(run::<F, Result<T, CoreError>>),
@@ -62,6 +193,7 @@ where
             &cancel as *const Cancel as *mut c_void,
         );
     }
+    leave();
     match call.result {
         Some(Ok(Ok(value))) => Ok(value),
         Some(Ok(Err(err))) => {

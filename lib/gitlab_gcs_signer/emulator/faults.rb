@@ -7,9 +7,17 @@ module GitlabGcsSigner
     # The faults mirror what the field notes report from production: a GKE metadata server that is
     # silent for seconds after pod start and answers 429, signBlob at 50-60 ms with 429 on quota and
     # transient 5xx, and broken or cut bodies from proxies.
+    #
+    # Hostile answers (issue 15), applied to every answer of the service while set:
+    #   body_bytes:         pad the body with trailing spaces (still valid JSON) to this many bytes
+    #   token_crlf:         the metadata token's access_token carries "\r\nX-Injected: 1"
+    #   expires_in:         the metadata token answer reports this expires_in (the token's real life is unchanged)
+    #   echo_authorization: error envelopes quote the request's Authorization header, as a confused proxy might
     class Faults
       SERVICES = %w[metadata iam gcs].freeze
-      KEYS = %w[latency_ms cold_start_ms rate_429 rate_503 timeout_rate timeout_ms fail_next garbage truncated no_flavor].freeze
+      SHAPES = %w[body_bytes token_crlf expires_in echo_authorization].freeze
+      KEYS = (%w[latency_ms cold_start_ms rate_429 rate_503 timeout_rate timeout_ms fail_next garbage truncated no_flavor] + SHAPES).freeze
+      MAX_BODY_BYTES = 256 * 1024 * 1024
       WORDS = %w[garbage truncated timeout no_flavor].freeze
       DEFAULT_TIMEOUT_MS = 30_000
 
@@ -105,6 +113,11 @@ module GitlabGcsSigner
         pick(service, settings)
       end
 
+      # The hostile-answer settings in force for +service+ (SHAPES), without the cleared ones.
+      def shapes(service)
+        @mutex.synchronize { @settings[service].slice(*SHAPES) }.reject { |_, value| value.nil? || value == false }
+      end
+
       # "timeout": hold the connection as a hung upstream would, then give up without answering.
       def hold_for_timeout(service)
         ms = @mutex.synchronize { @settings[service]["timeout_ms"] } || DEFAULT_TIMEOUT_MS
@@ -144,7 +157,9 @@ module GitlabGcsSigner
           case key
           when "latency_ms", "cold_start_ms", "timeout_ms" then value.nil? || (value.is_a?(Numeric) && value >= 0)
           when "rate_429", "rate_503", "timeout_rate" then value.nil? || (value.is_a?(Numeric) && value.between?(0, 1))
-          when "garbage", "truncated", "no_flavor" then [true, false, nil].include?(value)
+          when "garbage", "truncated", "no_flavor", "token_crlf", "echo_authorization" then [true, false, nil].include?(value)
+          when "body_bytes" then value.nil? || (value.is_a?(Integer) && value.between?(0, MAX_BODY_BYTES))
+          when "expires_in" then value.nil? || (value.is_a?(Integer) && !value.negative?)
           when "fail_next" then value.is_a?(Array) && value.all? { |entry| valid_entry?(entry) }
           else raise Config::Invalid, "unknown fault #{key.inspect} (known: #{KEYS.join(', ')})"
           end

@@ -111,13 +111,41 @@ module GitlabGcsSigner
       def answer(name, service, request)
         fault = @faults.before_answer(name)
         @stats.fault_injected(fault) if fault
-        case fault
-        when :timeout
-          @faults.hold_for_timeout(name)
-          :hang_up
-        when Integer then service.error_reply(fault)
-        else reshape(service.call(request), fault, service)
+        reply =
+          case fault
+          when :timeout
+            @faults.hold_for_timeout(name)
+            return :hang_up
+          when Integer then service.error_reply(fault)
+          else reshape(service.call(request), fault, service)
+          end
+        hostile(reply, @faults.shapes(name), request)
+      end
+
+      # Applies the hostile-answer settings (Faults::SHAPES) to a reply.
+      def hostile(reply, shapes, request)
+        return reply if shapes.empty?
+
+        body = reply.body.to_s
+        json = parse_object(body)
+        if json&.key?("access_token")
+          json["access_token"] += "\r\nX-Injected: 1" if shapes["token_crlf"]
+          json["expires_in"] = shapes["expires_in"] if shapes.key?("expires_in")
         end
+        if shapes["echo_authorization"] && json && json["error"].is_a?(Hash)
+          json["error"]["message"] = "#{json['error']['message']} (the request had Authorization: #{request.header('authorization')})"
+        end
+        body = JSON.generate(json) if json
+        padding = shapes.fetch("body_bytes", 0) - body.bytesize
+        body += " " * padding if padding.positive?
+        Reply.new(reply.status, reply.headers, body)
+      end
+
+      def parse_object(body)
+        value = JSON.parse(body)
+        value.is_a?(Hash) ? value : nil
+      rescue JSON::ParserError
+        nil
       end
 
       def reshape(reply, fault, service)
