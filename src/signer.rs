@@ -265,9 +265,15 @@ impl UrlSigner {
         if !self.inner.refreshed_pending.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
-        match self.inner.refreshed.lock().as_mut() {
-            Some(v) if !v.is_empty() => std::mem::take(v),
-            _ => Vec::new(),
+        // try_lock here and when pushing: after a fork the lock may be held
+        // by a thread that does not exist in the child, and an entry not
+        // published costs nothing but a shared hit elsewhere.
+        match self.inner.refreshed.try_lock() {
+            Some(mut kept) => kept.as_mut().map(std::mem::take).unwrap_or_default(),
+            None => {
+                self.inner.refreshed_pending.store(true, Ordering::Release);
+                Vec::new()
+            }
         }
     }
 
@@ -657,7 +663,7 @@ impl Inner {
             match &outcome {
                 Ok(entry) => {
                     inner.outage.recovered();
-                    if let Some(kept) = inner.refreshed.lock().as_mut() {
+                    if let Some(Some(kept)) = inner.refreshed.try_lock().as_deref_mut() {
                         if kept.len() < REFRESHED_CAPACITY {
                             kept.push((plan.clone(), entry.clone()));
                             inner.refreshed_pending.store(true, Ordering::Release);

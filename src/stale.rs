@@ -120,7 +120,11 @@ impl Outage {
             let next = now + config.probe_interval * 1_000_000;
             self.hold_until.store(next.max(1), Ordering::Release);
         }
-        *self.last_error.lock() = Some(error.clone());
+        // try_lock: after a fork the lock may be held by a thread that does
+        // not exist in the child; the message is only for the log.
+        if let Some(mut last) = self.last_error.try_lock() {
+            *last = Some(error.clone());
+        }
     }
 
     /// A miss was signed: IAM is back.
@@ -132,7 +136,7 @@ impl Outage {
 
     /// The error behind the current outage.
     pub fn last_error(&self) -> Option<Error> {
-        self.last_error.lock().clone()
+        self.last_error.try_lock().and_then(|e| e.clone())
     }
 
     /// Whether a warning is due at `now` (at most one per minute); claims it.

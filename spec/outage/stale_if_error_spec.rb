@@ -167,6 +167,27 @@ RSpec.describe "stale-if-error", :emulator do
     expect(s.stats[:stale_served]).to eq(6)
   end
 
+  it "works in a forked child (Puma, Sidekiq): stale answers and background refreshes" do
+    s = signer(refresh_ahead: true)
+    url = download(s)
+    clock.advance(120)
+    emulator.configure("iam" => { "rate_503" => 1.0 })
+    pid = fork do
+      served = download(s)
+      emulator.configure("iam" => { "rate_503" => nil })
+      clock.set(t0 + 160) # a 600 s request a minute later: a miss, signed in the child
+      fresh = download(s)
+      clock.set(t0 + 210) # 10 s of slack: refreshed in the background
+      download(s)
+      sleep 0.01 until s.stats[:refreshes] == 1
+      exit!(served == url && fresh != url && s.stats[:stale_served] == 1 ? 0 : 1)
+    end
+    killer = Thread.new { sleep 30; Process.kill("KILL", pid) } # a hang is the bug looked for
+    _, status = Process.wait2(pid)
+    killer.kill
+    expect(status.exitstatus).to eq(0)
+  end
+
   describe "events, counters and the log" do
     let(:io) { StringIO.new }
 
