@@ -123,7 +123,9 @@ module GitlabGcsSigner
       private
 
       def sign(native, args, payload, shared)
-        url, status, remaining, error = (shared || native).signed_url_with_status(*(shared ? [native, args] : args))
+        # [url, :hit | :shared_hit | :miss] or [url, :stale, seconds_left, error_kind]
+        url, status, remaining, error =
+          shared ? shared.signed_url_with_status(native, args) : native.signed_url_with_status(*args)
         payload[:cache] = status if payload
         return url if status == :hit
 
