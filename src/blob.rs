@@ -53,4 +53,10 @@ pub trait BlobSigner: Send + Sync + std::fmt::Debug + 'static {
     fn token_fetches(&self) -> u64 {
         0
     }
+
+    /// Test hook (src/process.rs): this credential's per-process locks.
+    #[cfg(test)]
+    fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        Vec::new()
+    }
 }

@@ -19,16 +19,24 @@
 //! # Storage
 //! quick_cache bounds the entries (S3-FIFO-style admission, so a scan of
 //! one-off objects does not flush the hot ones). Misses in flight are a
-//! separate small map; a second caller that misses the same key waits for
-//! the first caller's result instead of signing again.
+//! [`SingleFlight`] table (src/flight.rs); a second caller that misses the
+//! same key waits for the first caller's result instead of signing again.
+//!
+//! # Across fork
+//! The store and the flights belong to one process ([`ProcessLocal`],
+//! src/process.rs): a forked child writes to a store of its own, and reads
+//! the stores of its parent (and the parent's ancestors) as they were at the
+//! fork, only with quick_cache's try-locks (`try_peek`). A shard a parent
+//! thread held at the fork reads as a miss, never a wait, so a child inherits
+//! a booted parent's warm cache and still never blocks on it. A URL found
+//! there is copied into the child's own store on first use.
 
 use crate::error::Result;
+use crate::flight::SingleFlight;
+use crate::process::ProcessLocal;
 use crate::stats::Stats;
-use parking_lot::Mutex;
 use quick_cache::sync::Cache;
-use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::watch;
 
 /// Signatures made by `signBlob` are guaranteed for 12 hours only.
 pub const SIGN_BLOB_MAX_SERVE_SECS: i64 = 12 * 3600;
@@ -153,29 +161,6 @@ impl Entry {
     }
 }
 
-type Outcome = Option<Result<Arc<Entry>>>;
-
-/// The result of asking to sign a key.
-pub enum Flight {
-    /// This caller signs; it must call [`UrlCache::land`] exactly once.
-    Leader(Leader),
-    /// Another caller is signing; wait on this for its entry.
-    Follower(watch::Receiver<Outcome>),
-}
-
-/// The right (and duty) to land one flight.
-pub struct Leader {
-    id: u64,
-    tx: watch::Sender<Outcome>,
-}
-
-impl Leader {
-    /// A receiver for the flight's outcome (for the leader's own wait).
-    pub fn subscribe(&self) -> watch::Receiver<Outcome> {
-        self.tx.subscribe()
-    }
-}
-
 /// Collects the keys quick_cache drops during one insert. quick_cache also
 /// reports the value an insert *replaces* through `on_evict`; a newer URL for
 /// the same key is not an eviction, so [`UrlCache::insert`] tells them apart.
@@ -197,19 +182,24 @@ type Store = Cache<
     Evictions,
 >;
 
-#[derive(Default)]
-struct Flights {
-    next_id: u64,
-    /// key -> (pid, flight id, outcome)
-    by_key: HashMap<String, (u32, u64, watch::Receiver<Outcome>)>,
+/// The cache's per-process part.
+struct Local {
+    /// Written by this process only.
+    store: Arc<Store>,
+    /// The parent's store and its ancestors', newest first, as left at the
+    /// fork: read with try-locks only, never written (module docs).
+    inherited: Vec<Arc<Store>>,
+    /// Keys being signed right now by this process.
+    flights: SingleFlight<String, Arc<Entry>>,
 }
+
+/// How many generations of ancestors' stores a child reads.
+const MAX_INHERITED: usize = 2;
 
 pub struct UrlCache {
     config: CacheConfig,
-    entries: Store,
-    /// Keys being signed right now, with the pid that started the signing:
-    /// a forked child must not wait on a flight its parent started.
-    flights: Mutex<Flights>,
+    options: quick_cache::Options,
+    local: ProcessLocal<Local>,
     stats: Arc<Stats>,
     /// Inserts so far; every [`SWEEP_EVERY`]th sweeps out the dead entries.
     inserts: std::sync::atomic::AtomicU64,
@@ -222,7 +212,7 @@ impl std::fmt::Debug for UrlCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UrlCache")
             .field("config", &self.config)
-            .field("entries", &self.entries.len())
+            .field("entries", &self.len())
             .finish()
     }
 }
@@ -237,28 +227,54 @@ impl UrlCache {
             .map_err(|e| crate::Error::internal(format!("cache options: {e:?}")))?;
         Ok(UrlCache {
             config,
-            entries: Cache::with_options(
-                options,
-                quick_cache::UnitWeighter,
-                quick_cache::DefaultHashBuilder::default(),
-                Evictions,
-            ),
-            flights: Mutex::new(Flights::default()),
+            options,
+            local: ProcessLocal::new(),
             stats,
             inserts: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// This process's store and flights; a forked child's first call makes
+    /// its own, over its parent's store read-only.
+    #[inline]
+    fn local(&self) -> &Local {
+        self.local.get_or_init(|parent| Local {
+            store: Arc::new(Cache::with_options(
+                self.options.clone(),
+                quick_cache::UnitWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                Evictions,
+            )),
+            inherited: parent
+                .map(|p| {
+                    std::iter::once(&p.store)
+                        .chain(&p.inherited)
+                        .take(MAX_INHERITED)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            flights: SingleFlight::new(),
+        })
+    }
+
+    /// The URLs being signed by this process, by cache key.
+    pub fn flights(&self) -> &SingleFlight<String, Arc<Entry>> {
+        &self.local().flights
     }
 
     pub fn config(&self) -> &CacheConfig {
         &self.config
     }
 
+    /// Entries in this process's own store (a forked child counts an
+    /// inherited URL once it has served it).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.local().store.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.local().store.is_empty()
     }
 
     /// The range of expiries a request for `lifetime` seconds, needing a URL
@@ -275,34 +291,59 @@ impl UrlCache {
     /// A cached URL that serves `want`, if any. A dead entry found on the way
     /// is dropped.
     pub fn lookup(&self, key: &str, want: &Want) -> Option<Arc<Entry>> {
-        let entry = self.entries.get(key)?;
-        if entry.serves(want) {
-            return Some(entry);
+        let local = self.local();
+        if let Some(entry) = local.store.get(key) {
+            if entry.serves(want) {
+                return Some(entry);
+            }
+            if entry.is_dead(want.now)
+                && local
+                    .store
+                    .remove_if(key, |e| Arc::ptr_eq(e, &entry))
+                    .is_some()
+            {
+                Stats::incr(&self.stats.evictions);
+            }
         }
-        if entry.is_dead(want.now)
-            && self
-                .entries
-                .remove_if(key, |e| Arc::ptr_eq(e, &entry))
-                .is_some()
-        {
-            Stats::incr(&self.stats.evictions);
+        if local.inherited.is_empty() {
+            return None;
         }
-        None
+        self.lookup_inherited(local, key, want)
+    }
+
+    /// A parent's URL for `key`, copied into this process's store. Never
+    /// waits: a shard locked at the fork reads as a miss (module docs).
+    #[cold]
+    fn lookup_inherited(&self, local: &Local, key: &str, want: &Want) -> Option<Arc<Entry>> {
+        let entry = local.inherited.iter().find_map(|store| {
+            let e = store.try_peek(key).ok()??;
+            e.serves(want).then_some(e)
+        })?;
+        self.insert(key.to_owned(), entry.clone());
+        Some(entry)
     }
 
     /// The URL cached for exactly `key` that may answer `want` when signing
     /// failed ([`Entry::serves_stale`]). Entries too short for the normal
     /// rule stay in the cache until they expire (dropped on lookup and in
     /// the sweep only when dead), within `max_entries`.
+    /// A forked child also reads its parent's store (try-locks only).
     pub fn lookup_stale(&self, key: &str, want: &Want, min_life: i64) -> Option<Arc<Entry>> {
-        self.entries
-            .get(key)
-            .filter(|e| e.serves_stale(want, min_life))
+        let local = self.local();
+        if let Some(e) = local.store.get(key) {
+            if e.serves_stale(want, min_life) {
+                return Some(e);
+            }
+        }
+        local.inherited.iter().find_map(|store| {
+            let e = store.try_peek(key).ok()??;
+            e.serves_stale(want, min_life).then_some(e)
+        })
     }
 
     /// Inserts `entry` unless the key holds one that works longer.
     pub fn insert_if_longer(&self, key: String, entry: Arc<Entry>) {
-        match self.entries.get(&key) {
+        match self.local().store.get(&key) {
             Some(e) if e.usable_until() >= entry.usable_until() => {}
             _ => self.insert(key, entry),
         }
@@ -311,7 +352,8 @@ impl UrlCache {
     pub fn insert(&self, key: String, entry: Arc<Entry>) {
         let now = entry.signed_at;
         let mut dropped = Vec::new();
-        self.entries
+        self.local()
+            .store
             .insert_with_lifecycle(key.clone(), entry, &mut dropped);
         let evicted = dropped.iter().filter(|k| **k != key).count();
         if evicted > 0 {
@@ -330,70 +372,41 @@ impl UrlCache {
 
     /// Drops every entry no request can use any more.
     pub fn sweep(&self, now: i64) {
-        let before = self.entries.len();
-        self.entries.retain(|_, e| !e.is_dead(now));
-        let dropped = before.saturating_sub(self.entries.len());
+        let store = &self.local().store;
+        let before = store.len();
+        store.retain(|_, e| !e.is_dead(now));
+        let dropped = before.saturating_sub(store.len());
         self.stats
             .evictions
             .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
     }
-
-    /// Whether this process is signing `key` right now.
-    pub fn in_flight(&self, key: &str) -> bool {
-        let pid = std::process::id();
-        self.flights
-            .lock()
-            .by_key
-            .get(key)
-            .is_some_and(|(owner, _, rx)| *owner == pid && rx.has_changed().is_ok())
-    }
-
-    /// Joins the signing of `key` already in flight in this process, or
-    /// becomes its leader.
-    pub fn flight(&self, key: &str) -> Flight {
-        let pid = std::process::id();
-        let mut flights = self.flights.lock();
-        if let Some((owner, _, rx)) = flights.by_key.get(key) {
-            // A flight whose leader is gone (its sender dropped) is replaced.
-            if *owner == pid && rx.has_changed().is_ok() {
-                return Flight::Follower(rx.clone());
-            }
-        }
-        let (tx, rx) = watch::channel(None);
-        flights.next_id += 1;
-        let id = flights.next_id;
-        flights.by_key.insert(key.to_owned(), (pid, id, rx));
-        Flight::Leader(Leader { id, tx })
-    }
-
-    /// Ends a flight: caches a success, wakes every follower with the outcome.
-    /// A failure is handed to the waiters and not cached.
-    pub fn land(&self, key: String, leader: Leader, outcome: Result<Arc<Entry>>) {
-        if let Ok(entry) = &outcome {
-            self.insert(key.clone(), entry.clone());
-        }
-        {
-            let mut flights = self.flights.lock();
-            if flights.by_key.get(&key).is_some_and(|f| f.1 == leader.id) {
-                flights.by_key.remove(&key);
-            }
-        }
-        leader.tx.send_replace(Some(outcome));
-    }
 }
 
-/// Waits for a flight's outcome.
-pub async fn wait(mut rx: watch::Receiver<Outcome>) -> Result<Arc<Entry>> {
-    loop {
-        if let Some(outcome) = rx.borrow_and_update().clone() {
-            return outcome;
-        }
-        if rx.changed().await.is_err() {
-            // The leader vanished without landing (its task was dropped).
-            return Err(crate::Error::internal(
-                "a concurrent signing of the same URL was abandoned; retry the call",
-            ));
-        }
+#[cfg(test)]
+impl UrlCache {
+    /// Test hook (src/process.rs): the store's shard lock (for writing, as
+    /// an insert holds it), taken by `retain` at the first entry, and the
+    /// flight table's lock.
+    pub(crate) fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        let local = self.local();
+        vec![
+            (
+                "cache store shard (write)",
+                Box::new(move |park: &dyn Fn()| {
+                    let parked = std::cell::Cell::new(false);
+                    local.store.retain(|_, _| {
+                        if !parked.replace(true) {
+                            park();
+                        }
+                        true
+                    });
+                    if !parked.get() {
+                        park(); // an empty store: no shard lock to hold
+                    }
+                }),
+            ),
+            local.flights.holder("cache flight table"),
+        ]
     }
 }
 
@@ -532,34 +545,28 @@ mod tests {
         let c = cache(0.1, 300, 100);
         c.insert("k".into(), entry(1660, 1000, true));
         c.insert_if_longer("k".into(), entry(1500, 900, true));
-        assert_eq!(c.entries.get("k").unwrap().expires_at, 1660);
+        assert_eq!(c.local().store.get("k").unwrap().expires_at, 1660);
         c.insert_if_longer("k".into(), entry(1700, 1040, true));
-        assert_eq!(c.entries.get("k").unwrap().expires_at, 1700);
+        assert_eq!(c.local().store.get("k").unwrap().expires_at, 1700);
         c.insert_if_longer("n".into(), entry(1500, 900, true));
-        assert!(c.entries.get("n").is_some());
+        assert!(c.local().store.get("n").is_some());
     }
 
     #[test]
-    fn one_leader_per_key_and_failures_are_not_cached() {
-        let c = cache(0.1, 300, 100);
-        let Flight::Leader(tx) = c.flight("k") else {
-            panic!("first caller must lead")
-        };
-        let Flight::Follower(rx) = c.flight("k") else {
-            panic!("second caller must follow")
-        };
-        assert!(matches!(c.flight("other"), Flight::Leader(_)));
-        c.land("k".into(), tx, Err(crate::Error::internal("boom")));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        assert!(rt.block_on(wait(rx)).is_err());
-        assert!(c.lookup("k", &c.want(0, 0)).is_none());
-        // the failed flight is gone: the next caller leads again
-        let Flight::Leader(tx) = c.flight("k") else {
-            panic!("after a failure the next caller leads")
-        };
-        c.land("k".into(), tx, Ok(entry(600, 0, true)));
+    fn flights_are_per_cache_and_land_in_the_store() {
+        use crate::flight::Policy;
+        let c = Arc::new(cache(0.1, 300, 100));
+        let c2 = c.clone();
+        let t = c
+            .flights()
+            .join("k", Policy::CancelUnwatched, move || async move {
+                let e = entry(600, 0, true);
+                c2.insert("k".into(), e.clone());
+                Ok(e)
+            });
+        let got = crate::runtime::block_on(t.wait(), &crate::cancel::Cancel::new(), None).unwrap();
+        assert_eq!(got.expires_at, 600);
         assert!(c.lookup("k", &c.want(0, 600)).is_some());
+        assert!(!c.flights().is_running("k"));
     }
 }

@@ -12,16 +12,17 @@
 //! messages are the core's error messages, which never carry tokens, keys or
 //! signatures (src/error.rs).
 //!
-//! After `fork` the child starts a new, empty queue instead of touching the
-//! parent's lock, which a tokio thread of the parent may have held at the
-//! moment of the fork (that thread does not exist in the child).
+//! The queue belongs to one process ([`ProcessLocal`], src/process.rs): a
+//! forked child starts a new, empty one instead of touching the parent's
+//! lock, which a tokio thread of the parent may have held at the moment of
+//! the fork (that thread does not exist in the child).
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::runtime;
+use crate::process::ProcessLocal;
 use crate::token::FetchedToken;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Events kept until the next drain; more are dropped (and counted).
@@ -111,12 +112,7 @@ impl EventQueue {
     }
 }
 
-struct Queue {
-    generation: u32,
-    events: EventQueue,
-}
-
-static CURRENT: AtomicPtr<Queue> = AtomicPtr::new(std::ptr::null_mut());
+static QUEUE: ProcessLocal<EventQueue> = ProcessLocal::new();
 
 /// Process-wide counters (never reset, carried over a fork like the
 /// per-signer stats). Token caches are shared between signers, so their
@@ -125,29 +121,8 @@ static TOKEN_REFRESHES: AtomicU64 = AtomicU64::new(0);
 static TOKEN_REFRESH_ERRORS: AtomicU64 = AtomicU64::new(0);
 static DROPPED_TOTAL: AtomicU64 = AtomicU64::new(0);
 
-fn queue() -> &'static Queue {
-    let generation = runtime::generation();
-    loop {
-        let current = CURRENT.load(Ordering::Acquire);
-        if !current.is_null() {
-            // SAFETY: queues are leaked, never freed once published.
-            let q = unsafe { &*current };
-            if q.generation == generation {
-                return q;
-            }
-        }
-        let fresh = Box::into_raw(Box::new(Queue {
-            generation,
-            events: EventQueue::new(CAPACITY),
-        }));
-        match CURRENT.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
-            // The parent's queue is leaked on purpose: its lock may be held
-            // by a thread that does not exist in this process.
-            Ok(_) => return unsafe { &*fresh },
-            // Another thread published one first: use that.
-            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
-        }
-    }
+fn queue() -> &'static EventQueue {
+    QUEUE.get_or_init(|_parent| EventQueue::new(CAPACITY))
 }
 
 fn now() -> f64 {
@@ -158,7 +133,7 @@ fn now() -> f64 {
 
 /// Records an event, or counts it as dropped when the queue is full.
 pub fn push(event: Event) {
-    if !queue().events.push(event) {
+    if !queue().push(event) {
         DROPPED_TOTAL.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -166,7 +141,7 @@ pub fn push(event: Event) {
 /// Takes every queued event, oldest first, and the number dropped since the
 /// last drain.
 pub fn drain() -> (Vec<Record>, u64) {
-    queue().events.drain()
+    queue().drain()
 }
 
 /// A retry about to sleep `delay` after the transient error `e`.
@@ -233,7 +208,19 @@ pub fn counters() -> [(&'static str, u64); 3] {
 
 /// Events queued now (a gauge).
 pub fn queued() -> usize {
-    queue().events.len()
+    queue().len()
+}
+
+/// Test hook (src/process.rs): the queue's lock.
+#[cfg(test)]
+pub(crate) fn lock_holder() -> crate::process::Holder<'static> {
+    (
+        "event queue",
+        Box::new(|park: &dyn Fn()| {
+            let _held = queue().records.lock();
+            park();
+        }),
+    )
 }
 
 /// A stable snake_case name for an error kind (log lines, Ruby symbols).

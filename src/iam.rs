@@ -10,6 +10,7 @@ use crate::blob::{BlobSigner, BoxFuture};
 use crate::body::BodyError;
 use crate::credentials::metadata::{describe, MetadataClient};
 use crate::error::{Error, ErrorKind, Result};
+use crate::process::ProcessLocal;
 use crate::retry::{self, Backoff};
 use crate::runtime;
 use crate::stats::Stats;
@@ -92,10 +93,15 @@ struct Bucket {
 #[derive(Debug)]
 struct Guard {
     config: QuotaConfig,
+    /// Per process (src/process.rs): a forked child never waits on the
+    /// parent's locks, nor for permits held by the parent's threads.
+    local: ProcessLocal<GuardState>,
+}
+
+#[derive(Debug)]
+struct GuardState {
     bucket: Mutex<Bucket>,
-    /// Tagged with the process generation: permits held by threads of a
-    /// parent process are never returned in a forked child.
-    in_flight: Mutex<(u32, Arc<Semaphore>)>,
+    in_flight: Arc<Semaphore>,
     /// After a 429 every caller waits until then before sending.
     cooldown_until: Mutex<Option<Instant>>,
 }
@@ -104,36 +110,27 @@ impl Guard {
     fn new(config: QuotaConfig) -> Self {
         Guard {
             config,
+            local: ProcessLocal::new(),
+        }
+    }
+
+    fn state(&self) -> &GuardState {
+        self.local.get_or_init(|_parent| GuardState {
             bucket: Mutex::new(Bucket {
-                tokens: Self::burst(config),
+                tokens: Self::burst(self.config),
                 last: None,
             }),
-            in_flight: Mutex::new((
-                runtime::generation(),
-                Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-            )),
+            in_flight: Arc::new(Semaphore::new(self.config.max_in_flight.max(1))),
             cooldown_until: Mutex::new(None),
-        }
+        })
     }
 
     fn burst(config: QuotaConfig) -> f64 {
         (f64::from(config.max_per_minute) / 10.0).max(1.0)
     }
 
-    fn semaphore(&self) -> Arc<Semaphore> {
-        let mut g = self.in_flight.lock();
-        let gen = runtime::generation();
-        if g.0 != gen {
-            *g = (
-                gen,
-                Arc::new(Semaphore::new(self.config.max_in_flight.max(1))),
-            );
-        }
-        g.1.clone()
-    }
-
     async fn admit(&self, deadline: Instant, stats: &Stats) -> Result<OwnedSemaphorePermit> {
-        let sem = self.semaphore();
+        let sem = self.state().in_flight.clone();
         if let Ok(p) = sem.clone().try_acquire_owned() {
             return Ok(p);
         }
@@ -159,7 +156,7 @@ impl Guard {
         let burst = Self::burst(self.config);
         loop {
             let wait = {
-                let mut b = self.bucket.lock();
+                let mut b = self.state().bucket.lock();
                 let now = Instant::now();
                 if let Some(last) = b.last {
                     b.tokens = (b.tokens + (now - last).as_secs_f64() * rate).min(burst);
@@ -192,7 +189,7 @@ impl Guard {
     }
 
     async fn wait_cooldown(&self, deadline: Instant) -> Result<()> {
-        let until = *self.cooldown_until.lock();
+        let until = *self.state().cooldown_until.lock();
         match until {
             Some(t) if t > Instant::now() => {
                 if t > deadline {
@@ -211,7 +208,7 @@ impl Guard {
 
     fn cool_down(&self, delay: Duration) {
         let t = Instant::now() + delay;
-        let mut g = self.cooldown_until.lock();
+        let mut g = self.state().cooldown_until.lock();
         if g.is_none_or(|old| old < t) {
             *g = Some(t);
         }
@@ -495,6 +492,40 @@ impl BlobSigner for IamSigner {
 
     fn uses_sign_blob(&self) -> bool {
         true
+    }
+
+    #[cfg(test)]
+    fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        let st = self.guard.state();
+        let max = self.guard.config.max_in_flight as u32;
+        let mut holders: Vec<crate::process::Holder<'_>> = vec![
+            (
+                "quota guard bucket",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = st.bucket.lock();
+                    park();
+                }),
+            ),
+            (
+                "quota guard 429 cool-down",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = st.cooldown_until.lock();
+                    park();
+                }),
+            ),
+            (
+                "quota guard in-flight permits (all of them)",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = st.in_flight.try_acquire_many(max);
+                    park();
+                }),
+            ),
+        ];
+        holders.extend(self.tokens.lock_holders());
+        if let EmailSource::Metadata(m) = &self.config.email {
+            holders.extend(m.lock_holders());
+        }
+        holders
     }
 
     fn token_fetches(&self) -> u64 {

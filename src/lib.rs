@@ -12,7 +12,10 @@
 //! - [`stale`]: stale-if-error, serving a cached URL through an outage.
 //! - [`refresh`]: refresh-ahead of hot URLs in the background.
 //! - [`events`]: retries, refreshes and failures queued for the Ruby logger.
-//! - [`runtime`]: the per-process (fork-aware) tokio runtime and HTTP client.
+//! - [`process`]: state that belongs to one process, and the rule that a
+//!   forked child never waits on its parent's locks, flights or tasks.
+//! - [`flight`]: single flight, the one way concurrent identical work is coalesced.
+//! - [`runtime`]: the per-process tokio runtime and HTTP client.
 //! - [`signer`]: ties them together behind [`signer::UrlSigner`].
 //!
 //! No Ruby types live here; `ext/gitlab_gcs_signer` is the binding.
@@ -26,7 +29,9 @@ pub mod credentials;
 pub mod encoding;
 pub mod error;
 pub mod events;
+pub mod flight;
 pub mod iam;
+pub mod process;
 pub mod refresh;
 pub mod request;
 pub mod retry;

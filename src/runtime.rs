@@ -1,15 +1,14 @@
-//! The per-process tokio runtime and pooled HTTP client, fork-aware.
+//! The per-process tokio runtime and pooled HTTP client.
 //!
-//! Field notes s.7: a tokio runtime created before `fork` is unusable in the
-//! child (its worker threads do not exist there), and dropping it hangs. So
-//! both are built lazily on first use, never at load time, and remembered
-//! together with the pid that built them. A call from a process with another
-//! pid (a Puma or Sidekiq worker forked after boot) leaks the parent's pair
-//! with `mem::forget` and builds a fresh one.
+//! A tokio runtime created before `fork` is unusable in the child (its
+//! worker threads do not exist there), and dropping it hangs. So both live
+//! in a [`ProcessLocal`] (src/process.rs): built lazily on first use, never
+//! at load time, once per process; a forked child builds its own and leaks
+//! the parent's.
 
 use crate::cancel::Cancel;
 use crate::error::{Error, ErrorKind, Result};
-use parking_lot::Mutex;
+use crate::process::{self, ProcessLocal};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -22,38 +21,15 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WORKER_THREADS: usize = 2;
 
 struct State {
-    pid: u32,
-    // Leaked on purpose: a runtime must never be dropped in a forked child
-    // (it hangs), and in the process that built it it lives until exit.
-    runtime: &'static tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
     http: reqwest::Client,
     /// Never through a proxy: for the metadata server (see [`direct_http`]).
     direct: reqwest::Client,
 }
 
-static STATE: Mutex<Option<State>> = Mutex::new(None);
+static STATE: ProcessLocal<State> = ProcessLocal::new();
 
-/// The generation the current process's state belongs to: its pid. Anything
-/// in flight that was tagged with another generation came from a parent
-/// process and will never finish here.
-pub fn generation() -> u32 {
-    std::process::id()
-}
-
-/// The runtime handle and client for `pid`, building them on first use and
-/// again after a fork.
-fn current_for(pid: u32) -> Result<(tokio::runtime::Handle, reqwest::Client)> {
-    let mut guard = STATE.lock();
-    if let Some(state) = guard.as_ref() {
-        if state.pid == pid {
-            return Ok((state.runtime.handle().clone(), state.http.clone()));
-        }
-    }
-    if let Some(stale) = guard.take() {
-        // The client's pooled connections belong to the parent's runtime;
-        // dropping them would try to talk to tasks that no longer exist.
-        std::mem::forget(stale);
-    }
+fn build() -> Result<State> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("gcs-signer-worker")
@@ -70,47 +46,38 @@ fn current_for(pid: u32) -> Result<(tokio::runtime::Handle, reqwest::Client)> {
     };
     let http = client(reqwest::Client::builder())?;
     let direct = client(reqwest::Client::builder().no_proxy())?;
-    let runtime: &'static _ = Box::leak(Box::new(runtime));
-    let state = State {
-        pid,
+    Ok(State {
         runtime,
         http,
         direct,
-    };
-    let out = (state.runtime.handle().clone(), state.http.clone());
-    *guard = Some(state);
-    Ok(out)
+    })
 }
 
-fn current() -> Result<(tokio::runtime::Handle, reqwest::Client)> {
-    current_for(generation())
+/// This process's runtime and client, built on first use.
+fn current() -> Result<&'static State> {
+    process::verify();
+    STATE.get_or_try_init(|_parent| build())
 }
 
 /// The process's pooled keep-alive HTTP client (honours `https_proxy` and
 /// friends, for IAM and OAuth behind an egress proxy).
 pub fn http() -> Result<reqwest::Client> {
-    Ok(current()?.1)
+    Ok(current()?.http.clone())
 }
 
 /// A client that never uses a proxy, whatever `http_proxy` and `NO_PROXY`
 /// say: the metadata server is link-local (or an emulator on loopback), and
 /// a proxy would be handed the request for the access token, or answer it.
 pub fn direct_http() -> Result<reqwest::Client> {
-    // Builds this process's state if needed; only another pid replaces it.
-    current()?;
-    STATE
-        .lock()
-        .as_ref()
-        .map(|state| state.direct.clone())
-        .ok_or_else(|| Error::internal("the signer's HTTP clients vanished"))
+    Ok(current()?.direct.clone())
 }
 
 /// Runs `fut` on this process's runtime in the background. If the runtime
 /// cannot be built the future is dropped, and whoever waits for its result
 /// sees the dropped channel.
 pub fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
-    if let Ok((handle, _)) = current() {
-        handle.spawn(fut);
+    if let Ok(state) = current() {
+        state.runtime.spawn(fut);
     }
 }
 
@@ -131,7 +98,7 @@ pub fn block_on<T>(
             return Err(timed_out(Duration::ZERO));
         }
     }
-    let (handle, _) = current()?;
+    let handle = current()?.runtime.handle();
     handle.block_on(async {
         let expiry = async {
             match deadline {
@@ -237,23 +204,5 @@ mod tests {
             .map(|t| t.join().unwrap().unwrap())
             .sum();
         assert_eq!(sum, (0..16).sum::<i32>());
-    }
-
-    #[test]
-    fn a_new_pid_gets_a_fresh_runtime_and_the_old_one_is_not_dropped() {
-        // Simulates a fork: state built for one pid, then asked for by
-        // another. The new runtime must run tasks; the old one is leaked.
-        let runtime_of = || STATE.lock().as_ref().map(|s| s.runtime as *const _);
-        let (_h1, _) = current_for(u32::MAX - 1).unwrap();
-        let first = runtime_of();
-        let (h2, _) = current_for(u32::MAX - 2).unwrap();
-        assert_ne!(first, runtime_of());
-        let (tx, rx) = std::sync::mpsc::channel();
-        h2.spawn(async move {
-            tx.send(7).unwrap();
-        });
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 7);
-        // The real pid gets a working state back.
-        assert_eq!(block_on(async { Ok(1) }, &Cancel::new(), None).unwrap(), 1);
     }
 }

@@ -9,11 +9,12 @@
 //! call for all concurrent misses of the same key).
 
 use crate::blob::BlobSigner;
-use crate::cache::{self, CacheConfig, Entry, Flight, UrlCache, Want};
+use crate::cache::{CacheConfig, Entry, UrlCache, Want};
 use crate::cancel::Cancel;
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{self, CredentialOptions};
 use crate::error::{Error, Result};
+use crate::flight::Policy;
 use crate::refresh::{Budget, RefreshConfig};
 use crate::request::{UrlRequest, Version, V4_MAX_EXPIRES};
 use crate::runtime;
@@ -597,6 +598,16 @@ impl UrlSigner {
     fn deadline(&self) -> Instant {
         Instant::now() + self.inner.timeout
     }
+
+    /// Test hook (src/process.rs): every per-process lock this signer uses.
+    #[cfg(test)]
+    pub(crate) fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        let mut holders = self.inner.blob.lock_holders();
+        if let Some(cache) = &self.inner.cache {
+            holders.extend(cache.lock_holders());
+        }
+        holders
+    }
 }
 
 impl Inner {
@@ -640,7 +651,7 @@ impl Inner {
         let slack = entry.expires_at - plan.want.at_least;
         if !self.blob.uses_sign_blob()
             || !config.due(slack, plan.want.at_most - plan.want.at_least)
-            || cache.in_flight(&plan.key)
+            || cache.flights().is_running(plan.key.as_str())
         {
             return;
         }
@@ -648,37 +659,38 @@ impl Inner {
             Stats::incr(&self.stats.refresh_skipped);
             return;
         }
-        let Flight::Leader(leader) = cache.flight(&plan.key) else {
-            return;
-        };
-        Stats::incr(&self.stats.refreshes);
         let deadline = Instant::now() + self.timeout;
-        let plan = plan.clone();
-        let inner = self.clone();
-        runtime::spawn(async move {
-            let outcome = inner.sign_remote(&plan, deadline).await;
-            let Some(cache) = inner.cache.as_ref() else {
-                return;
-            };
-            match &outcome {
-                Ok(entry) => {
-                    inner.outage.recovered();
-                    if let Some(Some(kept)) = inner.refreshed.try_lock().as_deref_mut() {
-                        if kept.len() < REFRESHED_CAPACITY {
-                            kept.push((plan.clone(), entry.clone()));
-                            inner.refreshed_pending.store(true, Ordering::Release);
+        let (inner, flying) = (self.clone(), plan.clone());
+        // A flight like a miss's (src/flight.rs): a miss for the same key
+        // meanwhile waits for it instead of signing again.
+        let started = cache
+            .flights()
+            .start(plan.key.as_str(), move || async move {
+                let plan = flying;
+                match inner.sign_remote(&plan, deadline).await {
+                    Ok(entry) => {
+                        inner.store(&plan, entry.clone());
+                        inner.outage.recovered();
+                        if let Some(Some(kept)) = inner.refreshed.try_lock().as_deref_mut() {
+                            if kept.len() < REFRESHED_CAPACITY {
+                                kept.push((plan.clone(), entry.clone()));
+                                inner.refreshed_pending.store(true, Ordering::Release);
+                            }
                         }
+                        Ok(entry)
+                    }
+                    Err(e) => {
+                        Stats::incr(&inner.stats.refresh_failures);
+                        if let (Some(config), true) = (inner.stale.as_ref(), e.is_availability()) {
+                            inner.outage.failed(inner.clock.now_micros(), config, &e);
+                        }
+                        Err(e)
                     }
                 }
-                Err(e) => {
-                    Stats::incr(&inner.stats.refresh_failures);
-                    if let (Some(config), true) = (inner.stale.as_ref(), e.is_availability()) {
-                        inner.outage.failed(inner.clock.now_micros(), config, e);
-                    }
-                }
-            }
-            cache.land(plan.key.clone(), leader, outcome);
-        });
+            });
+        if started {
+            Stats::incr(&self.stats.refreshes);
+        }
     }
 
     /// Signs with a local key, if this identity has one.
@@ -725,7 +737,10 @@ impl Inner {
         }
     }
 
-    /// One `signBlob` call for every concurrent miss of the same key.
+    /// One `signBlob` call for every concurrent miss of the same key. The
+    /// signing runs as its own task (src/flight.rs), so a caller that is
+    /// interrupted (Timeout, Thread#kill) does not strand the others; when
+    /// every caller has given up, it is cancelled before it is sent.
     async fn coalesced(
         self: Arc<Self>,
         cache: &UrlCache,
@@ -736,28 +751,22 @@ impl Inner {
             if let Some(entry) = cache.lookup(&plan.key, &plan.want) {
                 return Ok(entry);
             }
-            let rx = match cache.flight(&plan.key) {
-                Flight::Leader(leader) => {
-                    let rx = leader.subscribe();
-                    // Signing runs as its own task, so a leader that is
-                    // interrupted (Timeout, Thread#kill) does not strand
-                    // the callers waiting on it.
-                    let inner = self.clone();
-                    let plan = plan.clone();
-                    runtime::spawn(async move {
-                        let outcome = inner.sign_remote(&plan, deadline).await;
-                        if let Some(cache) = inner.cache.as_ref() {
-                            cache.land(plan.key.clone(), leader, outcome);
-                        }
-                    });
-                    rx
-                }
-                Flight::Follower(rx) => {
-                    Stats::incr(&self.stats.coalesced);
-                    rx
-                }
-            };
-            let entry = cache::wait(rx).await?;
+            let (inner, flying) = (self.clone(), plan.clone());
+            let ticket = cache.flights().join(
+                plan.key.as_str(),
+                Policy::CancelUnwatched,
+                move || async move {
+                    let entry = inner.sign_remote(&flying, deadline).await?;
+                    // Cached before the flight ends: a caller arriving in
+                    // between finds one or the other.
+                    inner.store(&flying, entry.clone());
+                    Ok(entry)
+                },
+            );
+            if !ticket.started() {
+                Stats::incr(&self.stats.coalesced);
+            }
+            let entry = ticket.wait().await?;
             if entry.serves(&plan.want) {
                 return Ok(entry);
             }

@@ -7,24 +7,26 @@
 //! wait. Exactly one refresh at a time: concurrent callers wait for the same
 //! one.
 //!
-//! Refreshes run as tasks on the process runtime ([`crate::runtime::spawn`])
-//! and publish their result on a watch channel, so a caller that gives up
-//! (deadline, Ruby interrupt) does not abort the refresh the others wait for.
-//! A refresh is tagged with the process generation: after `fork` the child
-//! ignores the parent's refresh, whose task will never run there.
+//! A refresh is a single flight (src/flight.rs) that runs to its end, so a
+//! caller that gives up (deadline, Ruby interrupt) does not abort the
+//! refresh the others wait for; it stores its token itself when it lands.
+//!
+//! The token and its refresh belong to one process (src/process.rs): a
+//! forked child takes over the parent's token if it can read it without
+//! waiting, and never waits on the parent's refresh, whose task does not
+//! exist in the child.
 
 use crate::blob::BoxFuture;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::runtime;
+use crate::flight::{Policy, SingleFlight};
+use crate::process::{peek_mutex, ProcessLocal};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Above this much life left, a token is used as is.
 pub const FRESH_FOR: Duration = Duration::from_secs(225);
@@ -85,82 +87,27 @@ pub trait TokenSource: Send + Sync + fmt::Debug + 'static {
     fn fetch(&self) -> BoxFuture<'static, Result<FetchedToken>>;
 }
 
-/// A fetch shared by every caller in this process (single flight).
-pub(crate) struct Flight<T> {
-    generation: u32,
-    rx: watch::Receiver<Option<Result<T>>>,
-}
-
-impl<T: Clone + Send + Sync + 'static> Flight<T> {
-    /// Starts `fut` on the process runtime.
-    pub(crate) fn start(fut: impl Future<Output = Result<T>> + Send + 'static) -> Self {
-        let (tx, rx) = watch::channel(None);
-        runtime::spawn(async move {
-            let result = fut.await;
-            let _ = tx.send(Some(result));
-        });
-        Flight {
-            generation: runtime::generation(),
-            rx,
-        }
-    }
-
-    /// False for a flight inherited from a parent process.
-    pub(crate) fn is_current(&self) -> bool {
-        self.generation == runtime::generation()
-    }
-
-    /// The result, if the flight has landed. A flight whose task vanished
-    /// (runtime could not start) lands as an error.
-    pub(crate) fn result(&self) -> Option<Result<T>> {
-        if let Some(r) = self.rx.borrow().as_ref() {
-            return Some(r.clone());
-        }
-        if self.rx.has_changed().is_err() {
-            return Some(Err(vanished()));
-        }
-        None
-    }
-
-    pub(crate) fn waiter(&self) -> impl Future<Output = Result<T>> + Send + 'static {
-        let mut rx = self.rx.clone();
-        async move {
-            match rx.wait_for(Option::is_some).await {
-                Ok(r) => r.clone().unwrap_or_else(|| Err(vanished())),
-                Err(_) => Err(vanished()),
-            }
-        }
-    }
-}
-
-impl<T> fmt::Debug for Flight<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the result: it may be a token.
-        f.debug_struct("Flight")
-            .field("generation", &self.generation)
-            .field("landed", &self.rx.borrow().is_some())
-            .finish()
-    }
-}
-
-fn vanished() -> Error {
-    Error::internal("a background fetch ended without a result (the signer runtime stopped)")
-}
-
-struct State {
+#[derive(Default)]
+struct Held {
     token: Option<AccessToken>,
-    refresh: Option<Flight<AccessToken>>,
     /// Clock micros of the last failed refresh.
     failed_at: Option<i64>,
     /// Clock micros until which `token` is used whatever its life ([`MIN_REUSE`]).
     reuse_until: i64,
 }
 
+/// A token cache's per-process part.
+#[derive(Default)]
+struct State {
+    held: Arc<Mutex<Held>>,
+    refresh: SingleFlight<(), AccessToken>,
+}
+
 /// One token, shared by every caller of one credential.
 pub struct TokenCache {
     source: Arc<dyn TokenSource>,
     clock: Arc<dyn Clock>,
-    state: Mutex<State>,
+    state: ProcessLocal<State>,
     fetches: AtomicU64,
 }
 
@@ -177,15 +124,23 @@ impl fmt::Debug for TokenCache {
 /// identities (one per metadata host or credentials file), and a signer
 /// built per request (GitLab's `Fog::Storage` per upload, field notes s.6)
 /// must find the token its garbage-collected predecessors fetched.
-static REGISTRY: Mutex<Option<HashMap<String, Arc<TokenCache>>>> = Mutex::new(None);
+/// A forked child starts from a copy of its parent's (if it can read it
+/// without waiting), so its signers share the caches it inherited.
+static REGISTRY: ProcessLocal<Mutex<HashMap<String, Arc<TokenCache>>>> = ProcessLocal::new();
 
 /// The process-wide cache for the credential `identity`, created with
 /// `source` on first use. Every signer built for the same credential (one
 /// per Ruby `Signer`, or per fog connection) then shares a single token.
 pub fn shared(identity: &str, source: impl TokenSource) -> Arc<TokenCache> {
-    let mut guard = REGISTRY.lock();
-    guard
-        .get_or_insert_with(HashMap::new)
+    let registry = REGISTRY.get_or_init(|parent| {
+        Mutex::new(
+            parent
+                .and_then(|p| peek_mutex(p, HashMap::clone))
+                .unwrap_or_default(),
+        )
+    });
+    registry
+        .lock()
         .entry(identity.to_string())
         .or_insert_with(|| Arc::new(TokenCache::new(Arc::new(source), Arc::new(SystemClock))))
         .clone()
@@ -196,14 +151,22 @@ impl TokenCache {
         TokenCache {
             source,
             clock,
-            state: Mutex::new(State {
-                token: None,
-                refresh: None,
-                failed_at: None,
-                reuse_until: i64::MIN,
-            }),
+            state: ProcessLocal::new(),
             fetches: AtomicU64::new(0),
         }
+    }
+
+    /// This process's token and refresh; a forked child starts with its
+    /// parent's token if the parent's lock was free at the fork.
+    fn state(&self) -> &State {
+        self.state.get_or_init(|parent| State {
+            held: Arc::new(Mutex::new(Held {
+                token: parent.and_then(|p| peek_mutex(&p.held, |h| h.token.clone()).flatten()),
+                failed_at: None,
+                reuse_until: 0,
+            })),
+            refresh: SingleFlight::new(),
+        })
     }
 
     /// How many times the source was asked for a token.
@@ -213,92 +176,79 @@ impl TokenCache {
 
     /// A token with at least [`USABLE_FOR`] left.
     pub async fn token(&self) -> Result<AccessToken> {
-        let waiter = {
-            let mut st = self.state.lock();
-            self.land(&mut st);
+        let st = self.state();
+        let ticket = {
+            let held = st.held.lock();
             let now = self.clock.now_micros();
-            if let Some(t) = st.token.clone() {
+            if let Some(t) = held.token.clone() {
                 let left = t.expires_at.saturating_sub(now);
                 if left > micros(FRESH_FOR) {
                     return Ok(t);
                 }
                 if left > micros(USABLE_FOR) {
-                    let recently_failed = st
+                    let recently_failed = held
                         .failed_at
                         .is_some_and(|f| now.saturating_sub(f) < micros(BACKGROUND_RETRY_AFTER));
-                    if st.refresh.is_none() && !recently_failed {
-                        self.start_refresh(&mut st);
+                    if !recently_failed {
+                        st.refresh.start(&(), || self.refresh(st));
                     }
                     return Ok(t);
                 }
-                if now < st.reuse_until {
+                if now < held.reuse_until {
                     return Ok(t);
                 }
             }
-            if st.refresh.is_none() {
-                self.start_refresh(&mut st);
-            }
-            st.refresh.as_ref().map(Flight::waiter)
+            // The lock is held while joining, so a refresh cannot land
+            // unseen between the check above and the join.
+            st.refresh.join(&(), Policy::RunToEnd, || self.refresh(st))
         };
-        let result = match waiter {
-            Some(w) => w.await,
-            None => Err(vanished()),
-        };
-        // Take the landed token in now rather than on the next call, so a
-        // process that forks right after its first signature hands the
-        // token to the child.
-        self.land(&mut self.state.lock());
-        result
+        ticket.wait().await
     }
 
     /// Forgets `token` after a 401, so the next call fetches a new one. A
     /// token that was already replaced is left alone.
     pub fn invalidate(&self, token: &AccessToken) {
-        let mut st = self.state.lock();
-        self.land(&mut st);
-        if st.token.as_ref().is_some_and(|t| t.value == token.value) {
-            st.token = None;
+        let mut held = self.state().held.lock();
+        if held.token.as_ref().is_some_and(|t| t.value == token.value) {
+            held.token = None;
         }
     }
 
-    /// Takes in a finished refresh, and drops one inherited from a parent
-    /// that had not finished at fork (its task never runs here). A parent's
-    /// refresh that had finished is as good as our own.
-    fn land(&self, st: &mut State) {
-        let Some(flight) = &st.refresh else { return };
-        match flight.result() {
-            None if !flight.is_current() => st.refresh = None,
-            None => {}
-            Some(Ok(t)) => {
-                if st.token.as_ref() != Some(&t) {
-                    st.reuse_until = self.clock.now_micros().saturating_add(micros(MIN_REUSE));
-                }
-                st.token = Some(t);
-                st.failed_at = None;
-                st.refresh = None;
-            }
-            Some(Err(_)) => {
-                // Failures are not cached: the next caller that needs a
-                // token starts a new refresh.
-                st.failed_at = Some(self.clock.now_micros());
-                st.refresh = None;
-            }
-        }
-    }
-
-    fn start_refresh(&self, st: &mut State) {
+    /// One fetch, which stores its token (or the time of its failure)
+    /// before its flight ends.
+    fn refresh(
+        &self,
+        st: &State,
+    ) -> impl std::future::Future<Output = Result<AccessToken>> + Send + 'static {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         // The token's life counts from before the request, so a slow answer
         // errs on the early side.
-        let started = self.clock.now_micros();
+        let clock = self.clock.clone();
+        let started = clock.now_micros();
         let fetch = self.source.fetch();
-        st.refresh = Some(Flight::start(async move {
-            let f = crate::events::token_refreshed(fetch.await.and_then(checked))?;
-            Ok(AccessToken {
-                value: f.value,
-                expires_at: started.saturating_add(micros(f.expires_in.min(MAX_LIFETIME))),
-            })
-        }));
+        let held = st.held.clone();
+        async move {
+            let result = crate::events::token_refreshed(fetch.await.and_then(checked)).map(|f| {
+                AccessToken {
+                    value: f.value,
+                    expires_at: started.saturating_add(micros(f.expires_in.min(MAX_LIFETIME))),
+                }
+            });
+            let mut h = held.lock();
+            match &result {
+                Ok(t) => {
+                    if h.token.as_ref() != Some(t) {
+                        h.reuse_until = clock.now_micros().saturating_add(micros(MIN_REUSE));
+                    }
+                    h.token = Some(t.clone());
+                    h.failed_at = None;
+                }
+                // Failures are not cached: the next caller that needs a
+                // token starts a new refresh.
+                Err(_) => h.failed_at = Some(clock.now_micros()),
+            }
+            result
+        }
     }
 }
 
@@ -321,6 +271,37 @@ fn checked(f: FetchedToken) -> Result<FetchedToken> {
     ))
 }
 
+#[cfg(test)]
+impl TokenCache {
+    /// Test hook (src/process.rs): the token's lock, the refresh table's
+    /// and the registry's.
+    pub(crate) fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        let st = self.state();
+        vec![
+            (
+                "token state",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = st.held.lock();
+                    park();
+                }),
+            ),
+            st.refresh.holder("token refresh table"),
+        ]
+    }
+}
+
+/// Test hook (src/process.rs): the registry's lock.
+#[cfg(test)]
+pub(crate) fn registry_holder() -> crate::process::Holder<'static> {
+    (
+        "token cache registry",
+        Box::new(|park: &dyn Fn()| {
+            let _held = REGISTRY.current().map(|r| r.lock());
+            park();
+        }),
+    )
+}
+
 /// Saturating: a lifetime past `i64::MAX` microseconds is as good as forever.
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
@@ -331,7 +312,8 @@ mod tests {
     use super::*;
     use crate::cancel::Cancel;
     use crate::clock::ManualClock;
-    use crate::error::ErrorKind;
+    use crate::error::{Error, ErrorKind};
+    use crate::runtime;
     use std::sync::atomic::AtomicBool;
 
     const SEC: i64 = 1_000_000;
@@ -396,11 +378,9 @@ mod tests {
     /// has landed.
     fn settle(f: &Fixture) {
         for _ in 0..500 {
-            let st = f.cache.state.lock();
-            if st.refresh.as_ref().is_none_or(|r| r.result().is_some()) {
+            if !f.cache.state().refresh.is_running(&()) {
                 return;
             }
-            drop(st);
             std::thread::sleep(Duration::from_millis(2));
         }
         panic!("refresh never landed");
@@ -515,49 +495,12 @@ mod tests {
     }
 
     #[test]
-    fn a_refresh_from_another_generation_is_not_awaited() {
-        let f = fixture(0);
-        {
-            // A flight as a parent process would leave it: tagged with the
-            // parent's pid, and never landing.
-            let (_tx, rx) = watch::channel(None);
-            f.cache.state.lock().refresh = Some(Flight {
-                generation: runtime::generation().wrapping_add(1),
-                rx,
-            });
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let t = runtime::block_on(f.cache.token(), &Cancel::new(), Some(deadline)).unwrap();
-        assert_eq!(t.value, "tok-1");
-    }
-
-    #[test]
-    fn a_refresh_a_parent_finished_before_fork_is_kept() {
-        let f = fixture(0);
-        {
-            let (tx, rx) = watch::channel(None);
-            tx.send_replace(Some(Ok(AccessToken {
-                value: "from-parent".into(),
-                expires_at: f.clock.now_micros() + 3600 * SEC,
-            })));
-            f.cache.state.lock().refresh = Some(Flight {
-                generation: runtime::generation().wrapping_add(1),
-                rx,
-            });
-            // The sender stays alive, as it does in the parent's memory.
-            std::mem::forget(tx);
-        }
-        assert_eq!(get(&f.cache).unwrap().value, "from-parent");
-        assert_eq!(f.n.load(Ordering::SeqCst), 0);
-    }
-
-    #[test]
     fn the_first_token_is_held_once_its_caller_returns() {
         let f = fixture(0);
         get(&f.cache).unwrap();
-        let st = f.cache.state.lock();
-        assert!(st.refresh.is_none());
-        assert_eq!(st.token.as_ref().unwrap().value, "tok-1");
+        let st = f.cache.state();
+        assert!(!st.refresh.is_running(&()));
+        assert_eq!(st.held.lock().token.as_ref().unwrap().value, "tok-1");
     }
 
     #[test]

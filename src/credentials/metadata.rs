@@ -9,9 +9,11 @@ use super::Env;
 use crate::blob::BoxFuture;
 use crate::body::BodyError;
 use crate::error::{Error, ErrorKind, Result};
+use crate::flight::{Policy, SingleFlight};
+use crate::process::{peek_mutex, ProcessLocal};
 use crate::retry::{self, Backoff};
 use crate::runtime;
-use crate::token::{FetchedToken, Flight, TokenSource};
+use crate::token::{FetchedToken, TokenSource};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,11 +37,21 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// still finishes and serves the next caller.
 const BUDGET: Duration = Duration::from_secs(20);
 
-#[derive(Debug)]
-struct EmailState {
-    email: Option<String>,
-    flight: Option<Flight<String>>,
+/// A client's per-process part (src/process.rs): a forked child keeps the
+/// email its parent had (if it can read it without waiting) and never waits
+/// on the parent's lookup or locks.
+#[derive(Debug, Default)]
+struct Local {
+    email: Arc<Mutex<Option<String>>>,
+    lookup: SingleFlight<(), String>,
+    /// Why the latest attempt failed (no secrets: a status or a transport
+    /// error), for the message of a caller that times out while retries go on.
+    last_failure: Mutex<Option<String>>,
 }
+
+/// Every process's clients by host, starting from a copy of the parent's
+/// (src/process.rs).
+static CLIENTS: ProcessLocal<Mutex<HashMap<String, Arc<MetadataClient>>>> = ProcessLocal::new();
 
 /// A metadata server client. Constructing one does no I/O.
 #[derive(Debug)]
@@ -48,10 +60,7 @@ pub struct MetadataClient {
     base: String,
     attempt_timeout: Duration,
     budget: Duration,
-    email: Mutex<EmailState>,
-    /// Why the latest attempt failed (no secrets: a status or a transport
-    /// error), for the message of a caller that times out while retries go on.
-    last_failure: Mutex<Option<String>>,
+    local: ProcessLocal<Local>,
 }
 
 impl MetadataClient {
@@ -70,11 +79,16 @@ impl MetadataClient {
     /// asked for once per process, not once per signer (a signer built per
     /// request must not cost a metadata round trip each, field notes s.6).
     pub fn with_host(host: &str) -> Arc<Self> {
-        static CLIENTS: Mutex<Option<HashMap<String, Arc<MetadataClient>>>> = Mutex::new(None);
         let client = Self::with_timings(host, ATTEMPT_TIMEOUT, BUDGET);
         CLIENTS
+            .get_or_init(|parent| {
+                Mutex::new(
+                    parent
+                        .and_then(|p| peek_mutex(p, HashMap::clone))
+                        .unwrap_or_default(),
+                )
+            })
             .lock()
-            .get_or_insert_with(HashMap::new)
             .entry(client.host.clone())
             .or_insert(client)
             .clone()
@@ -91,11 +105,16 @@ impl MetadataClient {
             host: authority,
             attempt_timeout,
             budget,
-            email: Mutex::new(EmailState {
-                email: None,
-                flight: None,
-            }),
-            last_failure: Mutex::new(None),
+            local: ProcessLocal::new(),
+        })
+    }
+
+    fn local(&self) -> &Local {
+        self.local.get_or_init(|parent| Local {
+            email: Arc::new(Mutex::new(
+                parent.and_then(|p| peek_mutex(&p.email, Option::clone).flatten()),
+            )),
+            ..Local::default()
         })
     }
 
@@ -158,44 +177,68 @@ impl MetadataClient {
     /// The email, asked for once per process (single flight) and remembered.
     /// A failure is not remembered.
     pub async fn email(self: &Arc<Self>) -> Result<String> {
-        let waiter = {
-            let mut st = self.email.lock();
-            if let Some(e) = &st.email {
+        let local = self.local();
+        let ticket = {
+            let email = local.email.lock();
+            if let Some(e) = email.as_ref() {
                 return Ok(e.clone());
             }
-            if let Some(f) = &st.flight {
-                match (f.is_current(), f.result()) {
-                    (true, None) => {}
-                    // Ours, or a parent's that had finished before fork.
-                    (_, Some(Ok(e))) => {
-                        st.email = Some(e.clone());
-                        st.flight = None;
-                        return Ok(e);
-                    }
-                    // A failed lookup, or a parent's still running at fork
-                    // (its task never runs here): start over.
-                    _ => st.flight = None,
-                }
-            }
-            let this = self.clone();
-            st.flight
-                .get_or_insert_with(|| Flight::start(async move { this.fetch_email().await }))
-                .waiter()
+            let (this, slot) = (self.clone(), local.email.clone());
+            local
+                .lookup
+                .join(&(), Policy::RunToEnd, move || async move {
+                    let email = this.fetch_email().await?;
+                    *slot.lock() = Some(email.clone());
+                    Ok(email)
+                })
         };
-        waiter.await
+        ticket.wait().await
+    }
+
+    /// Test hook (src/process.rs): the email's, lookup table's and last
+    /// failure's locks.
+    #[cfg(test)]
+    pub(crate) fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
+        let local = self.local();
+        vec![
+            (
+                "metadata email",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = local.email.lock();
+                    park();
+                }),
+            ),
+            local.lookup.holder("metadata email lookup table"),
+            (
+                "metadata last failure",
+                Box::new(move |park: &dyn Fn()| {
+                    let _held = local.last_failure.lock();
+                    park();
+                }),
+            ),
+        ]
+    }
+
+    /// Test hook (src/process.rs): the client registry's lock.
+    #[cfg(test)]
+    pub(crate) fn registry_holder() -> crate::process::Holder<'static> {
+        (
+            "metadata client registry",
+            Box::new(|park: &dyn Fn()| {
+                let _held = CLIENTS.current().map(|c| c.lock());
+                park();
+            }),
+        )
     }
 
     /// Why the latest request to this server failed, while it is failing.
     pub fn last_failure(&self) -> Option<String> {
-        self.last_failure.lock().clone()
+        self.local().last_failure.lock().clone()
     }
 
     /// The email if it was already fetched (no I/O).
     pub fn cached_email(&self) -> Option<String> {
-        let st = self.email.lock();
-        st.email
-            .clone()
-            .or_else(|| st.flight.as_ref()?.result()?.ok())
+        self.local().email.lock().clone()
     }
 
     async fn get(&self, path: &str, what: &str) -> Result<String> {
@@ -206,12 +249,12 @@ impl MetadataClient {
             Backoff::default(),
             || self.attempt(&url, path),
             |e, delay| {
-                *self.last_failure.lock() = Some(e.message().to_string());
+                *self.local().last_failure.lock() = Some(e.message().to_string());
                 crate::events::retry("metadata", e, delay);
             },
         )
         .await;
-        *self.last_failure.lock() = match &result {
+        *self.local().last_failure.lock() = match &result {
             Ok(_) => None,
             Err(e) => Some(e.message().to_string()),
         };

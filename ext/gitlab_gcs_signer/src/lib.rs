@@ -13,6 +13,8 @@ use magnus::{prelude::*, Error, Ruby};
 
 #[magnus::init(name = "gitlab_gcs_signer")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
+    // Before any fork: the at-fork handler that tells a child it is one.
+    gcs_signer::process::install();
     let module = ruby.define_module("GitlabGcsSigner")?;
     let native = module.define_module("Native")?;
     signer::init(ruby, native)?;

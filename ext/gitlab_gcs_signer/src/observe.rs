@@ -11,8 +11,13 @@
 //! down. Everything runs with the GVL held (creation, GC free, stats), and
 //! no Ruby object is created while the lock is held, so a GC that frees a
 //! signer cannot re-enter the lock on the same thread.
+//!
+//! The registry belongs to one process (gcs_signer::process): a forked
+//! child starts from a copy of its parent's, read without waiting, so the
+//! signers it inherited stay counted and their counts carry over.
 
 use gcs_signer::events::{self, Event};
+use gcs_signer::process::ProcessLocal;
 use gcs_signer::UrlSigner;
 use magnus::{function, prelude::*, Error, RArray, RHash, RModule, Ruby};
 use std::collections::{BTreeMap, HashMap};
@@ -26,7 +31,7 @@ use std::sync::{Mutex, MutexGuard};
 const GAUGES: &[&str] = &["entries"];
 const NOT_SUMMED: &[&str] = &["token_fetches"];
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Registry {
     live: HashMap<u64, UrlSigner>,
     retired: BTreeMap<&'static str, u64>,
@@ -35,12 +40,23 @@ struct Registry {
     names: Vec<&'static str>,
 }
 
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+static REGISTRY: ProcessLocal<Mutex<Option<Registry>>> = ProcessLocal::new();
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn registry() -> MutexGuard<'static, Option<Registry>> {
+    let local = REGISTRY.get_or_init(|parent| {
+        // The parent's lock is read only if free, and never released
+        // (gcs_signer::process::peek_mutex explains why).
+        let inherited = parent.and_then(|m| {
+            let guard = m.try_lock().ok()?;
+            let copy = guard.clone();
+            std::mem::forget(guard);
+            copy
+        });
+        Mutex::new(inherited)
+    });
     // A panic while holding the lock leaves plain numbers behind: use them.
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+    local.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Keeps a signer counted while its Ruby object lives.
