@@ -2,6 +2,12 @@
 
 require_relative "lib/gitlab_gcs_signer/version"
 
+# The runtime gem: the Rust core and binding (built by cargo at install), the
+# signing Ruby layer, the fog shim, the shared cache, instrumentation and the
+# operator CLI (doctor, sign). Test support (the emulator, its test key, the
+# benchmarks) is in gitlab-gcs-signer-testing.gemspec or never packaged.
+# `rake native:gem` repackages this spec as a platform gem with prebuilt
+# extensions (rakelib/native.rake).
 Gem::Specification.new do |spec|
   spec.name = "gitlab-gcs-signer"
   spec.version = GitlabGcsSigner::VERSION
@@ -15,13 +21,15 @@ Gem::Specification.new do |spec|
   spec.authors = ["gitlab-gcs-signer developers"]
   spec.required_ruby_version = ">= 3.0"
 
+  # Listed by directory, not `git ls-files`: builds from a tarball too, and
+  # build trees (ext/*/target, lib/**/*.so) never match.
   spec.files = Dir[
-    "lib/**/*.rb", "exe/*", "bench/**/*.rb", "src/**/*.rs", "ext/**/*.{rs,rb,toml}",
-    "Cargo.toml", "Cargo.lock", "README.md", "CHANGELOG.md", "LICENSE",
-    "spec/fixtures/conformance/*"
+    "lib/**/*.rb", "exe/gitlab-gcs-signer",
+    "src/**/*.rs", "ext/gitlab_gcs_signer/{extconf.rb,Cargo.toml}", "ext/gitlab_gcs_signer/src/**/*.rs",
+    "Cargo.toml", "Cargo.lock", "README.md", "CHANGELOG.md", "LICENSE"
   ]
   spec.bindir = "exe"
-  spec.executables = Dir["exe/*"].map { |f| File.basename(f) }
+  spec.executables = ["gitlab-gcs-signer"]
   spec.require_paths = ["lib"]
   spec.extensions = ["ext/gitlab_gcs_signer/extconf.rb"]
   spec.metadata["rubygems_mfa_required"] = "true"

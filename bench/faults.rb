@@ -23,6 +23,7 @@
 # signer's, enforced in Rust.
 
 $LOAD_PATH.unshift File.expand_path("../lib", __dir__)
+$LOAD_PATH.unshift File.expand_path("../testing/lib", __dir__) # the emulator (test support)
 require "gitlab_gcs_signer"
 require "gitlab_gcs_signer/emulator"
 require "gitlab_gcs_signer/http_route"

@@ -5,7 +5,7 @@
 # and then with the shared Redis level, and prints signBlob calls per 1,000
 # requests next to the fleet-wide lower bound computed from the merged trace.
 #
-#   ruby -Ilib bench/fleet.rb [--processes 8] [--duration 3600] [--seed 1] [--iam-latency-ms 0]
+#   ruby -Ilib -Itesting/lib bench/fleet.rb [--processes 8] [--duration 3600] [--seed 1] [--iam-latency-ms 0]
 #
 # Time: every process sets its ManualClock to the trace timestamp before each
 # request, and the parent releases the trace one simulated second at a time

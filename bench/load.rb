@@ -29,6 +29,7 @@
 # signBlob calls, from both the signer's and the emulator's counters.
 
 $LOAD_PATH.unshift File.expand_path("../lib", __dir__)
+$LOAD_PATH.unshift File.expand_path("../testing/lib", __dir__) # the emulator (test support)
 require "gitlab_gcs_signer"
 require "gitlab_gcs_signer/emulator"
 require "etc"

@@ -4,7 +4,7 @@
 # shared cache configured (the hit path must not change), and a miss served
 # from Redis (another process signed) versus a miss signed through signBlob.
 #
-#   ruby -Ilib bench/shared_hit.rb [--iam-latency-ms 50] [--calls 200000]
+#   ruby -Ilib -Itesting/lib bench/shared_hit.rb [--iam-latency-ms 50] [--calls 200000]
 
 require "optparse"
 require "gitlab_gcs_signer"

@@ -8,6 +8,7 @@
 # runs them so in CI to keep them working); the figures are then meaningless.
 
 $LOAD_PATH.unshift File.expand_path("../lib", __dir__)
+$LOAD_PATH.unshift File.expand_path("../testing/lib", __dir__) # the emulator (test support)
 require "gitlab_gcs_signer"
 require "gitlab_gcs_signer/emulator"
 

@@ -6,7 +6,7 @@
 # Credentials (signBlob) and a Cloud Storage endpoint that verifies every
 # signed URL with the service account's public key.
 #
-#   script/demo            # or: ruby -Ilib examples/demo.rb
+#   script/demo            # or: ruby -Ilib -Itesting/lib examples/demo.rb
 
 require "gitlab_gcs_signer/emulator"
 require "gitlab_gcs_signer/http_route"

@@ -39,7 +39,7 @@ use quick_cache::sync::Cache;
 use std::sync::Arc;
 
 /// Signatures made by `signBlob` are guaranteed for 12 hours only.
-pub const SIGN_BLOB_MAX_SERVE_SECS: i64 = 12 * 3600;
+pub const SIGN_BLOB_MAX_SERVE_SECS: i64 = crate::config::SIGN_BLOB_MAX_SERVE_SECS;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CacheConfig {
@@ -57,34 +57,18 @@ impl Default for CacheConfig {
     /// a 4 h 15 min direct-upload link at most 4 h 20 min. README "Cache".
     fn default() -> Self {
         CacheConfig {
-            extension_ratio: 0.1,
-            max_extension: 300,
-            max_entries: 20_000,
+            extension_ratio: crate::config::CACHE_EXTENSION_RATIO,
+            max_extension: crate::config::CACHE_MAX_EXTENSION,
+            max_entries: crate::config::CACHE_MAX_ENTRIES,
         }
     }
 }
 
 impl CacheConfig {
     pub fn validate(&self) -> Result<()> {
-        use crate::error::Error;
-        if !(0.0..=1.0).contains(&self.extension_ratio) || self.extension_ratio.is_nan() {
-            return Err(Error::invalid(format!(
-                "cache extension_ratio must be between 0.0 and 1.0, got {}",
-                self.extension_ratio
-            )));
-        }
-        if !(0..=86_400).contains(&self.max_extension) {
-            return Err(Error::invalid(format!(
-                "cache max_extension must be between 0 and 86400 seconds, got {}",
-                self.max_extension
-            )));
-        }
-        if self.max_entries == 0 || self.max_entries > 100_000_000 {
-            return Err(Error::invalid(format!(
-                "cache max_entries must be between 1 and 100000000, got {}",
-                self.max_entries
-            )));
-        }
+        crate::config::extension_ratio(self.extension_ratio)?;
+        crate::config::max_extension(self.max_extension)?;
+        crate::config::max_entries(i64::try_from(self.max_entries).unwrap_or(i64::MAX))?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 //! | [`rfc3986`]       | `A-Za-z0-9-._~`                | `%20` | V4 query keys/values, header names |
 //! | [`rfc3986_path`]  | `A-Za-z0-9-._~` and `/`        | `%20` | V4 paths |
 //! | [`fog115_path`]   | `A-Za-z0-9_.-~` and `/`        | `%20` | V2 path (fog-google 1.15 `host_path_query`) |
+//! | [`addressable_path`] | `A-Za-z0-9-._~!$&'()*+,;=:@/` | `%20` | V2 path (fog-google >= 1.21, Addressable) |
 //! | [`fog_escape`]    | `A-Za-z0-9_.-` (not `~`)       | `%20` | V2 query values (`Fog::Google.escape`) |
 //! | [`cgi_escape`]    | `A-Za-z0-9_.-~`                | `+`   | V2 `Signature` (Ruby 3.1 `CGI.escape`) |
 //!
@@ -58,6 +59,18 @@ pub fn rfc3986_path(s: &str) -> String {
 /// later fog-google versions encode differently (field notes s.4).
 pub fn fog115_path(s: &str) -> String {
     encode(s, |b| is_unreserved(b) || b == b'/', false)
+}
+
+/// `Addressable::URI.encode_component(s, CharacterClasses::PATH)`, which
+/// fog-google 1.21 and later use for the V2 path: RFC 3986 `pchar` and `/`
+/// (unreserved, sub-delims, `:` and `@`) kept, every other UTF-8 byte
+/// (`%` too) as upper-case `%XX`.
+pub fn addressable_path(s: &str) -> String {
+    encode(
+        s,
+        |b| is_unreserved(b) || b"!$&'()*+,;=:@/".contains(&b),
+        false,
+    )
 }
 
 /// `Fog::Google.escape(str)` (fog-google 1.15 `lib/fog/google.rb`): keeps

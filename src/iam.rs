@@ -25,9 +25,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-pub const DEFAULT_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
+pub const DEFAULT_ENDPOINT: &str = crate::config::IAM_ENDPOINT;
 /// The overall budget of one signature, retries included (`timeout:`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = crate::config::TIMEOUT;
 /// One request never waits longer than this, so a black-holed connection
 /// leaves time for a retry within [`DEFAULT_TIMEOUT`].
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,8 +54,8 @@ impl Default for QuotaConfig {
         // A tenth of the project quota per process leaves room for a fleet
         // of pods; 64 in flight is far above what 2 Puma threads need.
         QuotaConfig {
-            max_per_minute: 6000,
-            max_in_flight: 64,
+            max_per_minute: crate::config::SIGN_BLOB_PER_MINUTE,
+            max_in_flight: crate::config::SIGN_BLOB_IN_FLIGHT,
         }
     }
 }
@@ -142,7 +142,7 @@ impl Guard {
                 ErrorKind::Quota,
                 format!(
                     "client-side quota guard: {} signBlob calls were already in flight and none \
-                     finished before the deadline; raise `max_in_flight:` or `timeout:` if IAM is \
+                     finished before the deadline; raise `max_sign_blob_in_flight:` or `timeout:` if IAM is \
                      merely slow",
                     self.config.max_in_flight
                 ),
@@ -173,9 +173,9 @@ impl Guard {
                     ErrorKind::Quota,
                     format!(
                         "client-side quota guard: this process already sent {} signBlob requests \
-                         in the last minute (`max_per_minute:`); the signed-URL cache should keep \
+                         in the last minute (`max_sign_blob_per_minute:`); the signed-URL cache should keep \
                          calls far below that, so check for uncacheable requests, or raise \
-                         `max_per_minute:` (the project quota is 60,000 per minute for all pods)",
+                         `max_sign_blob_per_minute:` (the project quota is 60,000 per minute for all pods)",
                         self.config.max_per_minute
                     ),
                 ));
@@ -552,18 +552,8 @@ fn request_body(payload: &[u8], delegates: &[String]) -> String {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (the `@`
-/// of an email in a URL path segment).
-pub(crate) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// of an email in a URL path segment): the signed URLs' own encoding.
+pub(crate) use crate::encoding::rfc3986 as percent_encode;
 
 /// Google's error envelope `{"error":{"code","message","status","details":[{"reason"}]}}`.
 #[derive(Debug, Default)]
@@ -691,7 +681,7 @@ fn map_error(status: u16, body: &str, email: &str) -> Error {
             format!(
                 "signBlob quota exhausted while signing as {email} ({label}{google}); the project \
                  allows 60,000 signBlob+signJwt calls per minute for all pods together: lower \
-                 `max_per_minute:`, lengthen URL lifetimes so the cache serves more, or ask for \
+                 `max_sign_blob_per_minute:`, lengthen URL lifetimes so the cache serves more, or ask for \
                  more quota"
             ),
         ),

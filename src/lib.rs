@@ -2,6 +2,7 @@
 //! URLs for GitLab on GKE Workload Identity.
 //!
 //! One concern per module:
+//! - [`config`]: every default and limit, with its one validation message.
 //! - [`v4`], [`v2`], [`encoding`]: the signed-URL formats (pure functions).
 //! - [`blob`]: the signer abstraction (string-to-sign in, signature out).
 //! - [`credentials`]: Application Default Credentials, one file per source.
@@ -25,6 +26,7 @@ pub mod body;
 pub mod cache;
 pub mod cancel;
 pub mod clock;
+pub mod config;
 pub mod credentials;
 pub mod encoding;
 pub mod error;
@@ -40,6 +42,7 @@ pub mod signer;
 pub mod stale;
 pub mod stats;
 pub mod token;
+pub mod universe;
 pub mod v2;
 pub mod v4;
 

@@ -3,12 +3,13 @@
 //! key ([`UrlRequest::cache_key`]); time (signing date, expiry) is not.
 
 use crate::error::{Error, Result};
+use std::borrow::Cow;
 
 /// Google's default endpoint for both V2 and V4 URLs.
-pub const DEFAULT_HOST: &str = "storage.googleapis.com";
+pub const DEFAULT_HOST: &str = crate::config::STORAGE_HOST;
 
 /// The longest life a V4 URL may have (7 days), Google's limit.
-pub const V4_MAX_EXPIRES: i64 = 604_800;
+pub const V4_MAX_EXPIRES: i64 = crate::config::V4_MAX_EXPIRES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Version {
@@ -30,7 +31,8 @@ pub enum UrlStyle {
 pub struct UrlRequest {
     pub version: Version,
     /// Upper-case HTTP verb (`GET`, `PUT`, `DELETE`, `HEAD`, `POST`, `RESUMABLE` for V4).
-    pub method: String,
+    /// A `Cow`, so the common verbs cost no allocation on the cache-hit path.
+    pub method: Cow<'static, str>,
     pub bucket: String,
     pub object: String,
     /// Headers the client must send. V4 signs them all; V2 signs
@@ -40,7 +42,7 @@ pub struct UrlRequest {
     /// the URL, V4 sorts them).
     pub query: Vec<(String, String)>,
     /// `https` or `http`.
-    pub scheme: String,
+    pub scheme: Cow<'static, str>,
     /// Endpoint host, optionally with a port (`localhost:8080`); `None` means
     /// [`DEFAULT_HOST`].
     pub host: Option<String>,
@@ -78,8 +80,18 @@ impl UrlRequest {
         if self.bucket.is_empty() {
             return Err(Error::invalid("bucket must not be empty"));
         }
-        if self.bucket.len() > 222 {
-            return Err(Error::invalid("bucket name is longer than 222 characters"));
+        if self.bucket.len() > crate::config::BUCKET_MAX_LEN {
+            return Err(Error::invalid(format!(
+                "bucket name is longer than {} characters",
+                crate::config::BUCKET_MAX_LEN
+            )));
+        }
+        if self.bucket == "." || self.bucket == ".." {
+            // A dot segment: clients remove it from the path before sending.
+            return Err(Error::invalid(format!(
+                "bucket {:?} is not a valid bucket name (a dot segment names no bucket)",
+                self.bucket
+            )));
         }
         if self
             .bucket
@@ -97,15 +109,19 @@ impl UrlRequest {
                 "object must not be empty (a bucket-level URL needs version: :v4 and object: nil)",
             ));
         }
-        if self.object.len() > 1024 {
-            return Err(Error::invalid(
-                "object name is longer than 1024 bytes, the Cloud Storage limit",
-            ));
+        if self.object.len() > crate::config::OBJECT_MAX_BYTES {
+            return Err(Error::invalid(format!(
+                "object name is longer than {} bytes, the Cloud Storage limit",
+                crate::config::OBJECT_MAX_BYTES
+            )));
         }
-        if self.object.chars().any(|c| c == '\r' || c == '\n') {
+        if self.object.bytes().any(|b| b == b'\r' || b == b'\n') {
             return Err(Error::invalid(
                 "object name contains a carriage return or line feed, which Cloud Storage forbids",
             ));
+        }
+        if self.object.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(dot_segment_error(&self.object));
         }
         if self.method.is_empty()
             || self.method.len() > MAX_METHOD_LEN
@@ -148,13 +164,14 @@ impl UrlRequest {
             validate_host("bucket_bound_hostname", h)?;
         }
         for (k, v) in &self.headers {
-            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            if k.is_empty() || !k.bytes().all(is_tchar) {
                 return Err(Error::invalid(format!(
-                    "header name {:?} is not a valid HTTP header name",
+                    "header name {:?} is not a valid HTTP header name (RFC 9110 token: letters, \
+                     digits and !#$%&'*+-.^_`|~)",
                     shown(k)
                 )));
             }
-            if v.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+            if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == b'\0') {
                 return Err(Error::invalid(format!(
                     "header {:?} has a value with a line break or NUL byte",
                     shown(k)
@@ -178,47 +195,94 @@ impl UrlRequest {
     /// string: each field is length-prefixed so no two requests share a key.
     /// The signing identity is prepended by the cache.
     pub fn cache_key(&self) -> String {
-        let mut key =
-            String::with_capacity(64 + self.bucket.len() + self.object.len() + self.method.len());
+        let mut key = String::new();
+        self.write_cache_key(&mut key);
+        key
+    }
+
+    /// An upper bound of the cache key's length, so building it allocates once.
+    pub fn cache_key_capacity(&self) -> usize {
+        let field = |s: &str| s.len() + 21;
+        let pairs: usize = self
+            .headers
+            .iter()
+            .chain(&self.query)
+            .map(|(k, v)| field(k) + field(v))
+            .sum();
+        8 + 2 * 21
+            + field(&self.method)
+            + field(&self.scheme)
+            + self.host.as_deref().map_or(21, field)
+            + match &self.style {
+                UrlStyle::BucketBound(h) => field(h),
+                _ => 0,
+            }
+            + field(&self.bucket)
+            + field(&self.object)
+            + self.v2_path.as_deref().map_or(0, field)
+            + pairs
+    }
+
+    /// [`UrlRequest::cache_key`], appended to `key` (the cache-hit path
+    /// builds the signer's identity and this in one allocation).
+    pub fn write_cache_key(&self, key: &mut String) {
+        key.reserve(self.cache_key_capacity());
         fn push(key: &mut String, s: &str) {
-            key.push_str(&s.len().to_string());
+            push_len(key, s.len());
             key.push(':');
             key.push_str(s);
+        }
+        /// The decimal length, without the allocation of `to_string`.
+        fn push_len(key: &mut String, mut n: usize) {
+            let mut digits = [0u8; 20];
+            let mut i = digits.len();
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            for &d in &digits[i..] {
+                key.push(char::from(d));
+            }
         }
         key.push_str(match self.version {
             Version::V2 => "2",
             Version::V4 => "4",
         });
-        push(&mut key, &self.method);
-        push(&mut key, &self.scheme);
-        push(&mut key, self.host.as_deref().unwrap_or(""));
+        push(key, &self.method);
+        push(key, &self.scheme);
+        push(key, self.host.as_deref().unwrap_or(""));
         match &self.style {
             UrlStyle::Path => key.push('p'),
             UrlStyle::VirtualHosted => key.push('v'),
             UrlStyle::BucketBound(h) => {
                 key.push('b');
-                push(&mut key, h);
+                push(key, h);
             }
         }
-        push(&mut key, &self.bucket);
-        push(&mut key, &self.object);
+        push(key, &self.bucket);
+        push(key, &self.object);
         match &self.v2_path {
             None => key.push('-'),
-            Some(p) => push(&mut key, p),
+            Some(p) => push(key, p),
         }
         key.push('h');
-        push(&mut key, &self.headers.len().to_string());
+        push_len(key, self.headers.len());
+        key.push(':');
         for (k, v) in &self.headers {
-            push(&mut key, k);
-            push(&mut key, v);
+            push(key, k);
+            push(key, v);
         }
         key.push('q');
-        push(&mut key, &self.query.len().to_string());
+        push_len(key, self.query.len());
+        key.push(':');
         for (k, v) in &self.query {
-            push(&mut key, k);
-            push(&mut key, v);
+            push(key, k);
+            push(key, v);
         }
-        key
     }
 }
 
@@ -235,12 +299,69 @@ pub(crate) fn shown(value: &str) -> String {
     }
 }
 
+/// RFC 9110 section 5.6.2 `tchar`: what a header name (a token) is made of.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// An object name with a `.` or `..` path segment: every HTTP client
+/// removes those before sending (RFC 3986 section 5.2.4), and browsers
+/// also remove their percent-encoded forms (`%2E%2E`), so no URL reaches it.
+pub(crate) fn dot_segment_error(object: &str) -> Error {
+    Error::invalid(format!(
+        "object name {:?} has a \".\" or \"..\" path segment, which HTTP clients remove before \
+         sending (RFC 3986 section 5.2.4), so no signed URL can reach it; rename the object",
+        shown(object)
+    ))
+}
+
+/// `host [":" port]` where host is a name (letters, digits, `-`, `_`,
+/// dot-separated non-empty labels) or a bracketed IPv6 literal, and port
+/// is 1 to 65535 (RFC 3986 section 3.2.2, without user info).
+fn host_syntax_ok(host: &str) -> bool {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let Some((inner, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if inner.is_empty()
+            || !inner.contains(':')
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        if after.is_empty() {
+            return true;
+        }
+        match after.strip_prefix(':') {
+            Some(port) => ("x", Some(port)),
+            None => return false,
+        }
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let name_ok = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| (1..=65_535).contains(&n))
+    });
+    name_ok && port_ok
+}
+
 fn validate_host(what: &str, host: &str) -> Result<()> {
-    let ok = !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+    let ok = !host.is_empty() && host.len() <= 255 && host_syntax_ok(host);
     if ok {
         Ok(())
     } else {
@@ -292,6 +413,29 @@ mod tests {
     }
 
     #[test]
+    fn valid_hosts_and_names() {
+        for host in [
+            "storage.googleapis.com",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:9000",
+            "[::ffff:127.0.0.1]:1",
+            "my_host-1:65535",
+        ] {
+            let mut r = UrlRequest::new(Version::V4, "b", "o");
+            r.host = Some(host.into());
+            assert!(r.validate().is_ok(), "{host}");
+        }
+        for object in ["a..b", "...", "a/.b/c.", ".hidden", "a//b"] {
+            let r = UrlRequest::new(Version::V4, "b", object);
+            assert!(r.validate().is_ok(), "{object}");
+        }
+        let mut r = UrlRequest::new(Version::V4, "b", "o");
+        r.headers = vec![("X-Goog-Meta-A!#$%&'*+-.^_`|~1".into(), "v".into())];
+        assert!(r.validate().is_ok());
+    }
+
+    #[test]
     fn validation_rejects_bad_input() {
         let ok = UrlRequest::new(Version::V4, "b", "o");
         assert!(ok.validate().is_ok());
@@ -309,6 +453,23 @@ mod tests {
             Box::new(|r| r.host = Some("a b".into())),
             Box::new(|r| r.headers = vec![("x".into(), "a\r\nb".into())]),
             Box::new(|r| r.object = "x".repeat(1025)),
+            // m5: header names are RFC 9110 tokens
+            Box::new(|r| r.headers = vec![("x-goog-meta-a;b".into(), "v".into())]),
+            Box::new(|r| r.headers = vec![("a(b)".into(), "v".into())]),
+            // m7: host syntax and dot segments
+            Box::new(|r| r.host = Some("evil.com]:1:2".into())),
+            Box::new(|r| r.host = Some("[::1".into())),
+            Box::new(|r| r.host = Some("a:1:2".into())),
+            Box::new(|r| r.host = Some("a:0".into())),
+            Box::new(|r| r.host = Some("a:65536".into())),
+            Box::new(|r| r.host = Some("a..b".into())),
+            Box::new(|r| r.host = Some("[]".into())),
+            Box::new(|r| r.host = Some("[::1]x".into())),
+            Box::new(|r| r.bucket = "..".into()),
+            Box::new(|r| r.bucket = ".".into()),
+            Box::new(|r| r.object = "../secret".into()),
+            Box::new(|r| r.object = "a/./b".into()),
+            Box::new(|r| r.object = "a/..".into()),
         ];
         for change in bad {
             let mut r = ok.clone();

@@ -12,6 +12,7 @@ use crate::blob::BlobSigner;
 use crate::cache::{CacheConfig, Entry, UrlCache, Want};
 use crate::cancel::Cancel;
 use crate::clock::{Clock, SystemClock};
+use crate::config;
 use crate::credentials::{self, CredentialOptions};
 use crate::error::{Error, Result};
 use crate::flight::Policy;
@@ -20,7 +21,7 @@ use crate::request::{UrlRequest, Version, V4_MAX_EXPIRES};
 use crate::runtime;
 use crate::stale::{Outage, StaleConfig};
 use crate::stats::Stats;
-use crate::{v2, v4};
+use crate::{universe, v2, v4};
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -65,7 +66,7 @@ impl Default for SignerOptions {
 /// Long enough for a cold GKE metadata server (first token over 2 s, field
 /// notes s.3) plus a few signBlob retries; short enough that a Puma request
 /// does not hang on an outage.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = crate::config::TIMEOUT;
 
 /// The signing itself gives up at the call's deadline with a specific error
 /// (quota, unavailable, a metadata timeout); the caller's wait ends this
@@ -97,6 +98,15 @@ impl Plan {
     }
 }
 
+/// What [`UrlSigner::lookup`] found.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Arc<Entry>),
+    /// A validated request with its window, to sign (or to look up in the
+    /// shared cache). Boxed: a miss costs a signature, a box is nothing.
+    Miss(Box<Plan>),
+}
+
 /// What [`UrlSigner::adopt`] made of a URL from the shared cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adoption {
@@ -112,7 +122,7 @@ pub enum Adoption {
 
 /// Versions the shared key: a release that changes what a URL looks like
 /// for the same request changes this, so old entries are never read.
-const SHARED_KEY_FORMAT: &str = "gitlab-gcs-signer shared v1\0";
+const SHARED_KEY_FORMAT: &str = "gitlab-gcs-signer shared v2\0";
 
 /// How far in the future another process's clock may put a signing time.
 const SHARED_MAX_CLOCK_SKEW: i64 = 5;
@@ -177,6 +187,10 @@ struct Inner {
     /// once [`UrlSigner::keep_refreshed`] asked for them).
     refreshed: Mutex<Option<Refreshed>>,
     refreshed_pending: std::sync::atomic::AtomicBool,
+    universe: String,
+    /// `storage.<universe>` outside Google's public cloud: the host of a
+    /// request that names none (`None`: the request's own default).
+    storage_host: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,21 +203,20 @@ impl UrlSigner {
     /// files and the environment, the metadata server is asked lazily.
     pub fn new(options: SignerOptions) -> Result<Self> {
         let stats = Arc::new(Stats::default());
-        let blob = credentials::discover(&options.credentials, stats.clone())?;
+        let (blob, universe) = credentials::discover_universe(&options.credentials, stats.clone())?;
+        let mut options = options;
+        options.credentials.universe_domain = Some(universe);
         Self::with_blob_signer(blob, options, stats)
     }
 
-    /// A signer over any [`BlobSigner`] (tests, embedders).
+    /// A signer over any [`BlobSigner`] (tests, embedders), in the universe
+    /// `options.credentials.universe_domain` (default `googleapis.com`).
     pub fn with_blob_signer(
         blob: Arc<dyn BlobSigner>,
         options: SignerOptions,
         stats: Arc<Stats>,
     ) -> Result<Self> {
-        if options.timeout.is_zero() || options.timeout > Duration::from_secs(3600) {
-            return Err(Error::invalid(
-                "timeout must be more than 0 and at most 3600 seconds",
-            ));
-        }
+        crate::config::timeout(options.timeout.as_secs_f64())?;
         let cache = match options.cache {
             Some(config) => Some(UrlCache::new(config, stats.clone())?),
             None => None,
@@ -218,6 +231,12 @@ impl UrlSigner {
             let budget = Budget::new(&config, options.credentials.quota.max_per_minute);
             (config, budget)
         });
+        let universe = match options.credentials.universe_domain.as_deref() {
+            Some(u) => universe::normalize(u, "the `universe_domain:` option")?,
+            None => universe::DEFAULT.to_string(),
+        };
+        let storage_host =
+            (universe != universe::DEFAULT).then(|| universe::storage_host(&universe));
         Ok(UrlSigner {
             inner: Arc::new(Inner {
                 blob,
@@ -230,6 +249,8 @@ impl UrlSigner {
                 refresh,
                 refreshed: Mutex::new(None),
                 refreshed_pending: Default::default(),
+                universe,
+                storage_host,
             }),
         })
     }
@@ -237,6 +258,11 @@ impl UrlSigner {
     /// The credential this signer signs with (never a secret).
     pub fn identity(&self) -> &str {
         self.inner.blob.identity()
+    }
+
+    /// The universe domain this signer signs in (`googleapis.com` unless set).
+    pub fn universe_domain(&self) -> &str {
+        &self.inner.universe
     }
 
     pub fn cache_config(&self) -> Option<CacheConfig> {
@@ -312,7 +338,40 @@ impl UrlSigner {
     /// `timestamp` pins the signing time (conformance tests, reproducible
     /// URLs) and bypasses the cache.
     pub fn plan(&self, req: UrlRequest, expiry: Expiry, timestamp: Option<i64>) -> Result<Plan> {
-        req.validate()?;
+        let plan = self.plan_unchecked(req, expiry, timestamp)?;
+        plan.req.validate()?;
+        Ok(plan)
+    }
+
+    /// [`UrlSigner::plan`] and [`UrlSigner::try_cached`] in one: a hit skips
+    /// the request's validation, which a cached URL has passed already (an
+    /// entry is stored only after its request was prepared, and prepared
+    /// means validated; the key holds every field of the request).
+    pub fn lookup(
+        &self,
+        req: UrlRequest,
+        expiry: Expiry,
+        timestamp: Option<i64>,
+    ) -> Result<Lookup> {
+        let plan = self.plan_unchecked(req, expiry, timestamp)?;
+        if let Some(entry) = self.try_cached(&plan) {
+            return Ok(Lookup::Hit(entry));
+        }
+        plan.req.validate()?;
+        Ok(Lookup::Miss(Box::new(plan)))
+    }
+
+    /// The plan for `req` in this signer's universe (its storage host when
+    /// the request names none), not yet validated.
+    fn plan_unchecked(
+        &self,
+        mut req: UrlRequest,
+        expiry: Expiry,
+        timestamp: Option<i64>,
+    ) -> Result<Plan> {
+        if req.host.is_none() {
+            req.host.clone_from(&self.inner.storage_host);
+        }
         let now_micros = match timestamp {
             Some(t) => t
                 .checked_mul(1_000_000)
@@ -324,9 +383,7 @@ impl UrlSigner {
         let until = match expiry {
             Expiry::In(secs) => {
                 if !secs.is_finite() || secs <= 0.0 {
-                    return Err(Error::invalid(format!(
-                        "expires_in must be a positive number of seconds, got {secs}"
-                    )));
+                    return Err(config::expires_in_error(&secs.to_string()));
                 }
                 now_f + secs
             }
@@ -344,14 +401,12 @@ impl UrlSigner {
         let lifetime = at_least.saturating_sub(now);
         if req.version == Version::V4 {
             if lifetime > V4_MAX_EXPIRES + 1 {
-                return Err(Error::invalid(format!(
-                    "a V4 URL can live at most {V4_MAX_EXPIRES} seconds (7 days); {lifetime} seconds were asked"
-                )));
+                return Err(config::v4_lifetime_error(&lifetime.to_string()));
             }
             // Only a fraction of a second past the limit: sign to the limit.
             at_least = at_least.min(now + V4_MAX_EXPIRES);
-        } else if lifetime > 10 * 365 * 86_400 {
-            return Err(Error::invalid("expiry is more than 10 years away"));
+        } else if lifetime > config::V2_MAX_EXPIRES {
+            return Err(config::v2_lifetime_error(&lifetime.to_string()));
         }
         let cache = self.inner.cache.as_ref().filter(|_| timestamp.is_none());
         let want = match cache {
@@ -368,10 +423,10 @@ impl UrlSigner {
         }
         let key = if cache.is_some() {
             let id = self.inner.blob.identity();
-            let mut key = String::with_capacity(id.len() + 160);
+            let mut key = String::with_capacity(id.len() + 1 + req.cache_key_capacity());
             key.push_str(id);
             key.push('\u{0}');
-            key.push_str(&req.cache_key());
+            req.write_cache_key(&mut key);
             key
         } else {
             String::new()
@@ -545,10 +600,9 @@ impl UrlSigner {
         timestamp: Option<i64>,
         cancel: &Cancel,
     ) -> Result<String> {
-        let plan = self.plan(req, expiry, timestamp)?;
-        match self.try_cached(&plan) {
-            Some(entry) => Ok(entry.url.clone()),
-            None => self.sign_planned(plan, cancel),
+        match self.lookup(req, expiry, timestamp)? {
+            Lookup::Hit(entry) => Ok(entry.url.clone()),
+            Lookup::Miss(plan) => self.sign_planned(*plan, cancel),
         }
     }
 
@@ -867,6 +921,24 @@ mod tests {
             style: UrlStyle::Path,
             v2_path: None,
         }
+    }
+
+    #[test]
+    fn lookup_validates_every_request_it_does_not_answer_from_the_cache() {
+        let (s, _) = signer("a@p.iam.gserviceaccount.com");
+        let r = req(Version::V4, "o");
+        let url = s
+            .signed_url(r.clone(), Expiry::In(600.0), None, &Cancel::new())
+            .unwrap();
+        match s.lookup(r, Expiry::In(600.0), None).unwrap() {
+            Lookup::Hit(e) => assert_eq!(e.url, url),
+            Lookup::Miss(_) => panic!("expected a hit"),
+        }
+        let mut bad = req(Version::V4, "../o");
+        assert!(s.lookup(bad.clone(), Expiry::In(600.0), None).is_err());
+        bad.object = "o".into();
+        bad.method = "get".into();
+        assert!(s.lookup(bad, Expiry::In(600.0), None).is_err());
     }
 
     fn key(s: &UrlSigner, plan: &Plan) -> String {

@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! string to sign = METHOD "\n"
-//!                  headers["Content-MD5"] "\n"       exact key, "" when absent
-//!                  headers["Content-Type"] "\n"      exact key, "" when absent
+//!                  Content-MD5 value "\n"            any case, trimmed, "" when absent
+//!                  Content-Type value "\n"           any case, trimmed, "" when absent
 //!                  EXPIRES "\n"                      Unix seconds
-//!                  { key ":" value "\n" }            keys starting "x-goog-" (case-sensitive), sorted, values raw
+//!                  { name ":" value "\n" }           x-goog-* names lower-cased, sorted, values
+//!                                                    trimmed, repeats joined with ","; not the
+//!                                                    x-goog-encryption-key(-sha256) headers
 //!                  "/" PATH [ "?" sub "&" sub ... ]  subs: acl cors location logging requestPayment versions versioning
 //!
 //! URL            = SCHEME "://" HOST "/" PATH "?"
@@ -17,9 +19,22 @@
 //!                  "&Expires=" EXPIRES
 //! ```
 //!
-//! fog keeps headers and query in Ruby Hashes, so a repeated name counts
-//! once, at its first position, with its last value; [`prepare`] does the
-//! same with the request's pair lists.
+//! Headers follow Cloud Storage, which reads names case-insensitively
+//! ("Canonical extension headers" in
+//! <https://cloud.google.com/storage/docs/access-control/signed-urls-v2>):
+//! fog-google 1.15 matches only its own spellings (`Content-Type`,
+//! `x-goog-...`) and leaves others out of the signature, so a restriction
+//! spelt `content-type` or `X-Goog-Meta-Owner` was silently dropped. Here
+//! every spelling is signed, which gives fog's own bytes for fog's
+//! spellings; a header V2 cannot sign at all (anything but Content-MD5,
+//! Content-Type and x-goog-*) is refused, never dropped. The two headers
+//! that carry a customer-supplied encryption key and its hash are left out
+//! of the string to sign, as Cloud Storage leaves them out (the request
+//! must still send them, and Cloud Storage checks the key itself).
+//!
+//! fog keeps the query in a Ruby Hash, so a repeated name counts once, at
+//! its first position, with its last value; [`prepare`] does the same with
+//! the request's query pairs.
 
 use crate::encoding::{cgi_escape, fog115_path, fog_escape, ruby_encode64_chomp};
 use crate::error::{Error, ErrorKind, Result};
@@ -35,6 +50,14 @@ const SUB_RESOURCES: [&str; 7] = [
     "versions",
     "versioning",
 ];
+
+/// Query parameters V2 signing writes itself; a caller's copy would make
+/// the URL ambiguous (each would appear twice), so it is refused.
+const OWN_QUERY_KEYS: [&str; 3] = ["googleaccessid", "expires", "signature"];
+
+/// x-goog-* headers Cloud Storage leaves out of the V2 string to sign: a
+/// customer-supplied encryption key is a secret, never signed.
+const UNSIGNED_HEADERS: [&str; 2] = ["x-goog-encryption-key", "x-goog-encryption-key-sha256"];
 
 /// Everything about a V2 URL except its signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +109,7 @@ pub fn prepare(req: &UrlRequest, email: &str, expires_epoch: i64) -> Result<V2Pr
         }
         None => fog115_path(&format!("{}/{}", req.bucket, req.object)),
     };
-    let headers = ruby_hash(&req.headers);
+    let headers = canonical_headers(&req.headers)?;
     let query = ruby_hash(&req.query);
     let string_to_sign = string_to_sign(&req.method, &headers, expires_epoch, &path, &query);
     let url_before_signature = url_before_signature(req, &path, &query, email);
@@ -102,6 +125,14 @@ pub fn prepare(req: &UrlRequest, email: &str, expires_epoch: i64) -> Result<V2Pr
 fn check_encoded_path(path: &str) -> Result<()> {
     if path.is_empty() {
         return Err(Error::invalid("v2_path must not be empty"));
+    }
+    // Clients (browsers also in their encoded forms) remove dot segments.
+    let dot = |seg: &str| {
+        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+        seg == "." || seg == ".."
+    };
+    if path.split('/').any(dot) {
+        return Err(crate::request::dot_segment_error(path));
     }
     match path
         .bytes()
@@ -121,6 +152,15 @@ fn check_encoded_path(path: &str) -> Result<()> {
 /// control characters would make the URL name other parameters than were
 /// asked for (found by tests/url_properties.rs), so those are refused.
 fn check_query_keys(query: &[(String, String)]) -> Result<()> {
+    if let Some((k, _)) = query
+        .iter()
+        .find(|(k, _)| OWN_QUERY_KEYS.contains(&k.to_ascii_lowercase().as_str()))
+    {
+        return Err(Error::invalid(format!(
+            "query parameter {:?} is set by V2 signing itself; remove it from the query",
+            crate::request::shown(k)
+        )));
+    }
     match query
         .iter()
         .find(|(k, _)| k.chars().any(|c| "&=#%+".contains(c) || c.is_control()))
@@ -155,39 +195,92 @@ fn ruby_hash(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
     out
 }
 
-fn header<'a>(headers: &[(&str, &'a str)], name: &str) -> &'a str {
-    headers
-        .iter()
-        .find(|(k, _)| *k == name)
-        .map_or("", |(_, v)| v)
+/// The headers as Cloud Storage reads them for V2: Content-MD5 and
+/// Content-Type by value, x-goog-* as canonical extension headers.
+#[derive(Debug, Default)]
+struct V2Headers {
+    content_md5: Option<String>,
+    content_type: Option<String>,
+    /// Lower-case names, sorted, repeats joined with "," in the caller's order.
+    extension: Vec<(String, String)>,
+}
+
+/// Leading and trailing spaces and tabs go: the whitespace around the
+/// colon of a header line is not part of its value (RFC 9110 section 5.5).
+fn trim_value(value: &str) -> &str {
+    value.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+fn canonical_headers(headers: &[(String, String)]) -> Result<V2Headers> {
+    let mut out = V2Headers::default();
+    // Indexed, so 100k headers cost milliseconds (spec/hardening/bad_input_spec.rb).
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        let value = trim_value(value);
+        let slot = match lower.as_str() {
+            "content-md5" => &mut out.content_md5,
+            "content-type" => &mut out.content_type,
+            n if n.starts_with("x-goog-") => {
+                if UNSIGNED_HEADERS.contains(&n) {
+                    continue;
+                }
+                match index.get(&lower) {
+                    Some(&i) => {
+                        let joined = &mut out.extension[i].1;
+                        joined.push(',');
+                        joined.push_str(value);
+                    }
+                    None => {
+                        index.insert(lower.clone(), out.extension.len());
+                        out.extension.push((lower, value.to_owned()));
+                    }
+                }
+                continue;
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "header {:?} cannot be signed in a V2 URL (V2 signs only Content-MD5, \
+                     Content-Type and x-goog-* headers), so the URL would not require it; \
+                     use version: :v4 or leave the header out",
+                    crate::request::shown(name)
+                )))
+            }
+        };
+        match slot {
+            Some(old) if old != value => {
+                return Err(Error::invalid(format!(
+                    "header {:?} is given twice with different values; a request carries one",
+                    crate::request::shown(name)
+                )))
+            }
+            _ => *slot = Some(value.to_owned()),
+        }
+    }
+    out.extension.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 fn string_to_sign(
     method: &str,
-    headers: &[(&str, &str)],
+    headers: &V2Headers,
     expires: i64,
     path: &str,
     query: &[(&str, &str)],
 ) -> String {
     let mut out = format!(
         "{method}\n{}\n{}\n{expires}\n",
-        header(headers, "Content-MD5"),
-        header(headers, "Content-Type"),
+        headers.content_md5.as_deref().unwrap_or(""),
+        headers.content_type.as_deref().unwrap_or(""),
     );
-    out.push_str(&canonical_extension_headers(headers));
+    for (k, v) in &headers.extension {
+        out.push_str(k);
+        out.push(':');
+        out.push_str(v);
+        out.push('\n');
+    }
     out.push_str(&canonical_resource(path, query));
     out
-}
-
-/// fog: `key[0..6] == "x-goog-"` (case-sensitive), `sort_by` key, `"key:value\n"`.
-/// Ruby compares strings by bytes, as `str::cmp` does; keys are unique here.
-fn canonical_extension_headers(headers: &[(&str, &str)]) -> String {
-    let mut goog: Vec<&(&str, &str)> = headers
-        .iter()
-        .filter(|(k, _)| k.starts_with("x-goog-"))
-        .collect();
-    goog.sort_by(|a, b| a.0.cmp(b.0));
-    goog.iter().map(|(k, v)| format!("{k}:{v}\n")).collect()
 }
 
 /// `"/" + path`, then `?` and the sub-resource keys in query order joined
@@ -251,32 +344,100 @@ mod tests {
     }
 
     #[test]
-    fn content_headers_by_exact_name_and_sorted_x_goog_headers() {
+    fn headers_in_any_case_are_signed_like_cloud_storage_reads_them() {
         let mut r = req("o");
         r.method = "PUT".into();
         r.headers = vec![
             ("x-goog-meta-z".into(), " spaced  value ".into()),
+            ("content-type".into(), "image/png".into()),
+            ("X-Goog-Acl".into(), "public-read".into()),
+            ("CONTENT-MD5".into(), "\tmd5==".into()),
+            ("x-goog-meta-z".into(), "second".into()),
+        ];
+        let p = prepare(&r, EMAIL, EXPIRES).unwrap();
+        assert_eq!(
+            p.string_to_sign,
+            "PUT\nmd5==\nimage/png\n1700000000\n\
+             x-goog-acl:public-read\nx-goog-meta-z:spaced  value,second\n/bucket/o"
+        );
+        // fog-google's own spellings give fog's bytes.
+        r.headers = vec![
             ("Content-Type".into(), "image/png".into()),
-            ("content-md5".into(), "ignored: not the exact name".into()),
-            ("X-Goog-Acl".into(), "ignored: upper case".into()),
             ("x-goog-acl".into(), "public-read".into()),
             ("Content-MD5".into(), "md5==".into()),
         ];
         let p = prepare(&r, EMAIL, EXPIRES).unwrap();
         assert_eq!(
             p.string_to_sign,
-            "PUT\nmd5==\nimage/png\n1700000000\n\
-             x-goog-acl:public-read\nx-goog-meta-z: spaced  value \n/bucket/o"
+            "PUT\nmd5==\nimage/png\n1700000000\nx-goog-acl:public-read\n/bucket/o"
         );
     }
 
     #[test]
-    fn repeated_names_behave_like_a_ruby_hash() {
+    fn headers_v2_cannot_sign_are_refused() {
         let mut r = req("o");
+        for (name, value) in [
+            ("Cache-Control", "no-store"),
+            ("Content-Disposition", "attachment"),
+            ("X-Custom", "1"),
+        ] {
+            r.headers = vec![(name.into(), value.into())];
+            let err = prepare(&r, EMAIL, EXPIRES).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{name}");
+            assert!(err.message().contains("cannot be signed"), "{name}");
+        }
         r.headers = vec![
             ("Content-Type".into(), "a".into()),
-            ("Content-Type".into(), "b".into()),
+            ("content-type".into(), "b".into()),
         ];
+        assert_eq!(
+            prepare(&r, EMAIL, EXPIRES).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        r.headers = vec![
+            ("Content-Type".into(), "a".into()),
+            ("content-type".into(), " a".into()),
+        ];
+        assert!(prepare(&r, EMAIL, EXPIRES).is_ok());
+    }
+
+    #[test]
+    fn customer_supplied_encryption_key_headers_are_not_signed() {
+        let mut r = req("o");
+        r.headers = vec![
+            ("x-goog-encryption-algorithm".into(), "AES256".into()),
+            ("X-Goog-Encryption-Key".into(), "c2VjcmV0".into()),
+            ("x-goog-encryption-key-sha256".into(), "aGFzaA==".into()),
+        ];
+        let p = prepare(&r, EMAIL, EXPIRES).unwrap();
+        assert_eq!(
+            p.string_to_sign,
+            "GET\n\n\n1700000000\nx-goog-encryption-algorithm:AES256\n/bucket/o"
+        );
+        assert!(!p.finish(b"s").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn own_query_keys_are_refused() {
+        let mut r = req("o");
+        for key in [
+            "Expires",
+            "Signature",
+            "GoogleAccessId",
+            "expires",
+            "SIGNATURE",
+        ] {
+            r.query = vec![(key.into(), "1".into())];
+            let err = prepare(&r, EMAIL, EXPIRES).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{key}");
+            assert!(err.message().contains("set by V2 signing itself"), "{key}");
+        }
+    }
+
+    #[test]
+    fn repeated_query_names_behave_like_a_ruby_hash() {
+        let mut r = req("o");
+        r.headers = vec![("Content-Type".into(), "b".into())];
         r.query = vec![
             ("x".into(), "1".into()),
             ("y".into(), "2".into()),
@@ -377,7 +538,16 @@ mod tests {
         assert!(p
             .finish(b"s")
             .starts_with("http://127.0.0.1:8080/bucket/a%20b+c.png?GoogleAccessId="));
-        for bad in ["", "a b", "a?b", "a#b", "é"] {
+        for bad in [
+            "",
+            "a b",
+            "a?b",
+            "a#b",
+            "é",
+            "bucket/../x",
+            "bucket/%2e%2E/x",
+            "bucket/.",
+        ] {
             r.v2_path = Some(bad.into());
             let err = prepare(&r, EMAIL, EXPIRES).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}");

@@ -199,11 +199,19 @@ fn host_without_port(host: &str) -> &str {
     }
 }
 
-/// Header values are trimmed and inner whitespace runs become one space
-/// ("Headers should be trimmed"); commas inside a value stay as they are
-/// ("Header value with multiple inline values").
+/// Header values are trimmed and inner runs of spaces and tabs become one
+/// space ("Headers should be trimmed"; canonical-requests: "removing
+/// leading and trailing whitespace and replacing sequential whitespace with
+/// a single space"); commas inside a value stay as they are ("Header value
+/// with multiple inline values"). Only space and tab are whitespace in an
+/// HTTP field (RFC 9110 section 5.6.3; CR and LF are refused earlier): a
+/// form feed or vertical tab is a value byte, kept as it is.
 fn normalize_value(value: &str) -> String {
-    value.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
+    value
+        .split([' ', '\t'])
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Lower-cased names sorted by byte, duplicates joined with `,` in the
@@ -470,6 +478,13 @@ mod tests {
         assert_eq!(l[8], "content-type;host;x-goog-meta-a;x-goog-meta-b");
         assert!(l[2]
             .contains("X-Goog-SignedHeaders=content-type%3Bhost%3Bx-goog-meta-a%3Bx-goog-meta-b"));
+    }
+
+    #[test]
+    fn only_spaces_and_tabs_are_collapsed() {
+        assert_eq!(normalize_value(" \t a \t\t b  "), "a b");
+        assert_eq!(normalize_value("a\x0cb \x0b c"), "a\x0cb \x0b c");
+        assert_eq!(normalize_value("\x0ca"), "\x0ca");
     }
 
     #[test]

@@ -13,6 +13,11 @@ const KEY: &str = include_str!("../spec/fixtures/conformance/test_service_accoun
 /// The one vector whose `expectedCanonicalRequest` is wrong (path-style
 /// path for a virtual-hosted URL); its string to sign and URL are right.
 const WRONG_CANONICAL_REQUEST: &str = "Universe domain with virtual hosted style";
+/// This vector signs a header named `header/name/with/slash`. `/` is not
+/// allowed in an HTTP field name (RFC 9110 section 5.1: a token), so no
+/// client can send that header and the URL could never be used: the gem
+/// refuses the request (issue 15 m5) instead of reproducing the vector.
+const UNSENDABLE_HEADER: &str = "Slashes in object name should not be URL encoded";
 
 fn str_field<'a>(t: &'a Value, name: &str) -> Option<&'a str> {
     t.get(name)
@@ -74,7 +79,7 @@ fn request(t: &Value) -> UrlRequest {
         str_field(t, "bucket").unwrap(),
         str_field(t, "object").unwrap_or(""),
     );
-    req.method = str_field(t, "method").unwrap().to_owned();
+    req.method = str_field(t, "method").unwrap().to_owned().into();
     req.headers = pairs(t, "headers");
     req.query = pairs(t, "queryParameters");
     let universe = str_field(t, "universeDomain").map(|d| format!("storage.{d}"));
@@ -92,7 +97,8 @@ fn request(t: &Value) -> UrlRequest {
     req.scheme = str_field(t, "scheme")
         .or(endpoint_scheme)
         .unwrap_or("https")
-        .to_owned();
+        .to_owned()
+        .into();
     req.style = match str_field(t, "urlStyle").unwrap_or("PATH_STYLE") {
         "PATH_STYLE" => UrlStyle::Path,
         "VIRTUAL_HOSTED_STYLE" => UrlStyle::VirtualHosted,
@@ -125,6 +131,15 @@ fn all_signing_v4_vectors_reproduce_byte_for_byte() {
         let timestamp = parse_timestamp(t["timestamp"].as_str().unwrap());
         let expires = t["expiration"].as_i64().unwrap();
         let prepared = v4::prepare(&req, key.email(), timestamp, expires);
+        if t["description"] == UNSENDABLE_HEADER {
+            match prepared {
+                Err(e) if e.message().contains("not a valid HTTP header name") => continue,
+                other => {
+                    failures.push(format!("{name}: not refused: {other:?}"));
+                    continue;
+                }
+            }
+        }
         let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {

@@ -150,11 +150,11 @@ const HEADER_NAMES: &[&str] = &[
     "Content-MD5",
     "x-goog-meta-a",
     "X-Goog-Meta-A",
+    "x-goog-encryption-key",
     "x-goog-resumable",
     "host",
     "Host",
     "x-goog-content-sha256",
-    "x-goog-encryption-algorithm",
     "bad name",
     "bad:name",
     "",
@@ -193,9 +193,9 @@ fn random_request(rng: &mut Rng) -> UrlRequest {
     };
     let mut req = UrlRequest::new(version, "", "");
     req.method = if rng.chance(90) {
-        rng.pick(&METHODS[..6]).to_string()
+        rng.pick(&METHODS[..6]).to_string().into()
     } else {
-        rng.pick(METHODS).to_string()
+        rng.pick(METHODS).to_string().into()
     };
     req.bucket = if rng.chance(92) {
         // Mostly valid names.
@@ -212,7 +212,10 @@ fn random_request(rng: &mut Rng) -> UrlRequest {
         _ => rng.text(&PARTS[..PARTS.len() - 3], 12),
     };
     for _ in 0..rng.below(5) {
-        let name = if rng.chance(85) {
+        let name = if version == Version::V2 && rng.chance(85) {
+            // V2 refuses the headers it cannot sign (host, ...): mostly signable ones.
+            rng.pick(&HEADER_NAMES[3..6]).to_string()
+        } else if rng.chance(85) {
             rng.pick(&HEADER_NAMES[..10]).to_string()
         } else {
             rng.pick(HEADER_NAMES).to_string()
@@ -243,7 +246,10 @@ fn random_request(rng: &mut Rng) -> UrlRequest {
         };
         req.query.push((key, rng.text(PARTS, 5)));
     }
-    req.scheme = rng.pick(&["https", "https", "http", "ftp"]).to_string();
+    req.scheme = rng
+        .pick(&["https", "https", "http", "ftp"])
+        .to_string()
+        .into();
     if rng.chance(50) {
         req.host = Some(rng.pick(HOSTS).to_string());
     }
@@ -469,7 +475,7 @@ fn check_v4(req: &UrlRequest, p: &v4::V4Prepared, timestamp: i64, expires: i64, 
         }
         "POST"
     } else {
-        req.method.as_str()
+        &*req.method
     };
     if !headers.iter().any(|(k, _)| k == "host") {
         headers.push(("host".into(), host_without_port(u.host).to_string()));

@@ -125,18 +125,20 @@ const QUERY_KEYS: &[&str] = &[
     "k~é",
     "x-goog-meta-q",
 ];
+/// fog-google's own spellings. Where fog leaves a header out of the
+/// signature (another spelling such as `content-type` or `X-Goog-Meta-A`,
+/// or a header V2 cannot sign such as `Cache-Control`), the gem binds it or
+/// refuses it instead (issue 15 S2, spec/signer/headers_spec.rb), so those
+/// URLs differ from fog's on purpose and are not compared here; nor are
+/// values with surrounding whitespace, which the gem trims as Cloud Storage
+/// reads them (m8).
 const HEADER_NAMES: &[&str] = &[
     "x-goog-meta-a",
     "x-goog-meta-b",
     "x-goog-acl",
     "x-goog-",
-    "X-Goog-Meta-Upper",
     "Content-Type",
     "Content-MD5",
-    "content-type",
-    "content-md5",
-    "Cache-Control",
-    "Date",
     "x-goog-encryption-algorithm",
 ];
 const METHODS: &[&str] = &["GET", "GET", "PUT", "PUT", "DELETE", "HEAD", "POST"];
@@ -155,11 +157,18 @@ fn generate(rng: &mut Rng) -> UrlRequest {
         object.insert(0, '/');
     }
     let mut req = UrlRequest::new(Version::V2, rng.pick(BUCKETS), object);
-    req.method = rng.pick(METHODS).to_owned();
+    req.method = rng.pick(METHODS).to_owned().into();
     // Many GETs without headers and PUTs without query reach fog's public
     // get_object_https_url / put_object_url (see fog_v2.rb).
     if !(req.method == "GET" && rng.chance(50)) {
-        req.headers = pairs(rng, HEADER_NAMES, 4);
+        // One value per name (a Ruby Hash), trimmed (see HEADER_NAMES).
+        for (name, value) in pairs(rng, HEADER_NAMES, 4) {
+            let value = value.trim_matches([' ', '\t']).to_owned();
+            match req.headers.iter_mut().find(|(k, _)| *k == name) {
+                Some(slot) => slot.1 = value,
+                None => req.headers.push((name, value)),
+            }
+        }
     }
     if !(req.method == "PUT" && rng.chance(50)) {
         req.query = pairs(rng, QUERY_KEYS, 3);

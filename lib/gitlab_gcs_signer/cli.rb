@@ -18,12 +18,20 @@ module GitlabGcsSigner
     # A bad command line: the message goes to stderr with a hint, exit 64.
     class UsageError < StandardError; end
 
+    # A command whose gem is not installed: the message goes to stderr, exit 1.
+    class Unavailable < StandardError; end
+
     COMMANDS = {
       "doctor" => ["cli/doctor", :Doctor, "check this pod's keyless signing setup; a fix for each failure"],
       "sign" => ["cli/sign", :Sign, "print a signed URL for gs://BUCKET/OBJECT"],
-      "bench" => ["cli/bench", :Bench, "run the benchmarks (bench/*.rb) against a local emulator"],
-      "emulator" => ["cli/emulator", :Emulator, "run the bundled loopback emulator (as gitlab-gcs-emulator)"]
+      "bench" => ["cli/bench", :Bench, "run the benchmarks (bench/*.rb) against a local emulator [testing gem]"],
+      "emulator" => ["cli/emulator", :Emulator, "run the loopback emulator (as gitlab-gcs-emulator) [testing gem]"]
     }.freeze
+
+    # Commands that live in the gitlab-gcs-signer-testing gem (with the
+    # emulator), not in this runtime gem; found on the load path.
+    TESTING_GEM = "gitlab-gcs-signer-testing"
+    TESTING_COMMANDS = %w[bench emulator].freeze
 
     # Base class of the commands: option parsing, --help, usage errors.
     class Command
@@ -104,6 +112,9 @@ module GitlabGcsSigner
       command.call(argv)
     rescue UsageError => e
       usage_error(err, e.message, name)
+    rescue Unavailable => e
+      err.puts "#{PROGRAM} #{name}: #{e.message}"
+      EX_FAILURE
     end
 
     def help_for(name, out, err)
@@ -114,7 +125,19 @@ module GitlabGcsSigner
       path, const, = COMMANDS[name]
       return nil unless path
 
-      require_relative path
+      if TESTING_COMMANDS.include?(name)
+        feature = "gitlab_gcs_signer/#{path}"
+        begin
+          require feature
+        rescue LoadError => e
+          raise unless e.path == feature # the gem is there, something it needs is not: say that
+
+          raise Unavailable, "the #{name} command is in the #{TESTING_GEM} gem, which is not installed " \
+                             "(gem install #{TESTING_GEM}, or run it from a source checkout)"
+        end
+      else
+        require_relative path
+      end
       CLI.const_get(const).new(out: out, err: err, env: env)
     end
 

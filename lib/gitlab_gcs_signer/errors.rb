@@ -40,6 +40,10 @@ module GitlabGcsSigner
   # A server answered with a body the gem could not understand.
   class ProtocolError < Error; end
 
+  # A fog connection is in another universe domain than its signer: signing
+  # would call the wrong IAM endpoint or name the wrong storage host.
+  class UniverseMismatchError < Error; end
+
   # A bug in the gem (for example a caught Rust panic). Please report it.
   class InternalError < Error; end
 end

@@ -18,16 +18,27 @@ module GitlabGcsSigner
   module Fog
     # fog-google's storage class, by version: <= 1.24 and >= 1.25.
     REAL_CLASSES = %w[Fog::Storage::GoogleJSON::Real Fog::Google::StorageJSON::Real].freeze
+    # The first fog-google with Fog::Google::StorageJSON (and without Fog::Storage::GoogleJSON).
+    STORAGE_JSON_SINCE = Gem::Version.new("1.25.0")
+    # Google's public cloud; fog-google before 1.29 knows no other.
+    DEFAULT_UNIVERSE = "googleapis.com"
 
     @lock = Mutex.new
     @installed = []
     @key_signers = {}
+    @warned = {}
+    # Bumped by every install! and enabled=: connections re-pick their signer.
+    @generation = 0
 
     class << self
+      attr_reader :version, :sign_keyed, :generation
+
       # Globally off (`GitlabGcsSigner::Fog.enabled = false`, or
       # GITLAB_GCS_SIGNER_DISABLE=1) sends every call back to fog's own code.
-      attr_writer :enabled
-      attr_reader :version, :sign_keyed
+      def enabled=(value)
+        @enabled = value
+        @generation += 1
+      end
 
       def enabled
         @enabled != false && ENV["GITLAB_GCS_SIGNER_DISABLE"].to_s.empty?
@@ -37,8 +48,9 @@ module GitlabGcsSigner
       # version:    :v2 (fog-google's own URL shape) or :v4.
       # sign_keyed: also route connections that carry a private key through
       #             the gem (local signing, cached); false leaves them to fog.
-      # Idempotent; may run before fog-google is loaded (it then patches at
-      # the first `Fog::Storage.new`).
+      # Idempotent. Loads fog-google if it is not loaded yet and patches its
+      # storage class at once (resolving the autoloaded constant loads it):
+      # no TracePoint or other process-wide hook.
       def install!(signer: nil, version: :v2, sign_keyed: true)
         raise ArgumentError, "version must be :v2 or :v4, got #{version.inspect}" unless %i[v2 v4].include?(version)
         unless signer.nil? || signer.is_a?(GitlabGcsSigner::Signer)
@@ -50,8 +62,8 @@ module GitlabGcsSigner
           @version = version
           @sign_keyed = sign_keyed
           @enabled = true if @enabled.nil?
-          patch_loaded_classes
-          watch_for_fog unless @installed.size == REAL_CLASSES.size
+          @generation += 1
+          patch_real_class
         end
         self
       end
@@ -65,70 +77,113 @@ module GitlabGcsSigner
         @signer || GitlabGcsSigner.default_signer
       end
 
-      # One cached signer per private key, so a new Fog::Storage per upload
-      # still shares one cache.
-      def key_signer(authorization)
+      # One cached signer per private key (and universe), so a new
+      # Fog::Storage per upload still shares one cache.
+      def key_signer(authorization, universe = DEFAULT_UNIVERSE)
         pem = authorization.signing_key.to_pem
         email = authorization.issuer
-        id = [email, OpenSSL::Digest::SHA256.hexdigest(pem)].join(":")
+        id = [email, OpenSSL::Digest::SHA256.hexdigest(pem), universe].join(":")
         @lock.synchronize do
           @key_signers[id] ||= GitlabGcsSigner::Signer.new(
-            credentials: { "type" => "service_account", "client_email" => email, "private_key" => pem }
+            credentials: { "type" => "service_account", "client_email" => email, "private_key" => pem },
+            universe_domain: universe
           )
         end
       end
 
+      # The signer for a connection with this authorization in this
+      # universe, or nil to leave the connection to fog. Keyless connections
+      # sign as the account fog itself would use (Real#google_access_id: the
+      # authorization's issuer, else the metadata server's account).
+      def signer_for(authorization, universe)
+        if authorization.respond_to?(:signing_key) && authorization.signing_key
+          return sign_keyed ? key_signer(authorization, universe) : nil
+        end
+
+        default = signer
+        account = fog_account(authorization)
+        chosen =
+          case account
+          when :default then default
+          when String then default.for_account(account)
+          end
+        if chosen.nil?
+          warn_once(authorization.class, account, default)
+          return nil
+        end
+        check_universe(chosen, universe)
+        chosen
+      end
+
       # fog-google's path encoding for V2 URLs: its own escaping up to 1.20,
-      # Addressable's path encoding from 1.21 (field notes s.4). nil means
+      # Addressable's path encoding from 1.21 (fog-google v1.21.0,
+      # lib/fog/storage/google_json/utils.rb), as a String. nil means
       # "fog-google 1.15's", which the core implements.
       def v2_path(bucket, object)
         return nil unless addressable_paths?
 
+        require "addressable/uri"
         ::Addressable::URI.encode_component("#{bucket}/#{object}", ::Addressable::URI::CharacterClasses::PATH)
+      end
+
+      # What the shim passes as signed_url's v2_path: nil (fog-google 1.15's
+      # encoding) or :addressable (fog-google >= 1.21's, done natively).
+      def v2_path_encoding
+        addressable_paths? ? :addressable : nil
       end
 
       private
 
+      # The account fog-google signs as: :default (the metadata server's
+      # account, which the default signer signs as), an email, or nil when
+      # fog would not sign as any account the gem can name.
+      def fog_account(authorization)
+        return :default if authorization.nil?
+
+        issuer = authorization.respond_to?(:issuer) ? authorization.issuer : nil
+        return issuer.to_s if issuer && !issuer.to_s.empty?
+        return :default if defined?(::Google::Auth::GCECredentials) && authorization.is_a?(::Google::Auth::GCECredentials)
+
+        nil
+      end
+
+      def check_universe(chosen, universe)
+        return if chosen.universe_domain == universe
+
+        raise GitlabGcsSigner::UniverseMismatchError,
+              "this fog-google connection is in the universe domain #{universe.inspect} but its signer " \
+              "(#{chosen.identity}) signs in #{chosen.universe_domain.inspect}: its URLs would be signed " \
+              "against the wrong endpoint. Build the signer with universe_domain: #{universe.inspect} " \
+              "(or GOOGLE_CLOUD_UNIVERSE_DOMAIN), or give the connection the signer's universe"
+      end
+
+      def warn_once(auth_class, account, default)
+        key = [auth_class, account]
+        return if @lock.synchronize { @warned.key?(key) || !(@warned[key] = true) }
+
+        what = account ? "as #{account}" : "with #{auth_class} credentials"
+        GitlabGcsSigner.logger.warn do
+          "gitlab-gcs-signer: a fog-google connection signs #{what}, which the gem's signer " \
+            "(#{default.identity}) cannot sign as; leaving such connections to fog-google"
+        end
+      end
+
       def addressable_paths?
         return @addressable_paths unless @addressable_paths.nil?
 
-        @addressable_paths = Gem::Version.new(::Fog::Google::VERSION) >= Gem::Version.new("1.21.0")
-        require "addressable/uri" if @addressable_paths
-        @addressable_paths
+        @addressable_paths = fog_google_version >= Gem::Version.new("1.21.0")
       end
 
-      def patch_loaded_classes
-        REAL_CLASSES.each do |name|
-          next if @installed.include?(name)
-
-          klass = resolve(name)
-          next unless klass
-
-          klass.prepend(Patch)
-          @installed << name
-        end
+      def fog_google_version
+        Gem::Version.new(::Fog::Google::VERSION)
       end
 
-      def resolve(name)
-        name.split("::").reduce(Object) do |scope, part|
-          return nil unless scope.const_defined?(part, false)
-
-          scope.const_get(part, false)
-        end
-      end
-
-      # fog-google loads its storage classes lazily; patch them as soon as
-      # the first storage connection is built.
-      def watch_for_fog
-        return if @watching
-
-        @watching = TracePoint.new(:end) do |tp|
-          next unless tp.self.is_a?(Module) && tp.self.name&.end_with?("StorageJSON::Real", "GoogleJSON::Real")
-
-          @lock.synchronize { patch_loaded_classes }
-          tp.disable
-        end
-        @watching.enable
+      # fog-google's storage classes are autoloaded: naming the class loads it.
+      def patch_real_class
+        require "fog/google" unless defined?(::Fog::Google::VERSION)
+        klass = fog_google_version >= STORAGE_JSON_SINCE ? ::Fog::Google::StorageJSON::Real : ::Fog::Storage::GoogleJSON::Real
+        klass.prepend(Patch) unless klass.ancestors.include?(Patch)
+        @installed |= [klass.name]
       end
     end
 
@@ -158,7 +213,7 @@ module GitlabGcsSigner
 
       # Any other URL fog builds itself (Real#signature) signs here when the
       # connection has no key: fog's own IAM client asked for the wrong scope
-      # before 1.24.1 and cannot be called on Ruby 3 in 1.15 (field notes s.5).
+      # before 1.24.1 and cannot be called on Ruby 3 in 1.15 (docs/gitlab.md).
       def iam_signer(string_to_sign)
         signer = gcs_signer
         signer ? signer.sign_blob(string_to_sign) : super
@@ -170,16 +225,34 @@ module GitlabGcsSigner
         signer ? signer.email : super
       end
 
-      # The signer for this connection, or nil to leave it to fog.
+      # The signer for this connection, or nil to leave it to fog; worked
+      # out once per connection (and authorization), not on every URL.
       def gcs_signer
-        return nil if @gitlab_gcs_signer == false || !GitlabGcsSigner::Fog.enabled
+        return nil if @gitlab_gcs_signer == false
+
+        fog = GitlabGcsSigner::Fog
+        return nil unless fog.enabled
 
         auth = @storage_json&.authorization
-        if auth.respond_to?(:signing_key) && auth.signing_key
-          GitlabGcsSigner::Fog.sign_keyed ? GitlabGcsSigner::Fog.key_signer(auth) : nil
-        else
-          GitlabGcsSigner::Fog.signer
+        default = fog.signer
+        if @gcs_signer_generation == fog.generation && @gcs_signer_auth.equal?(auth) && @gcs_signer_default.equal?(default)
+          return @gcs_signer_chosen
         end
+
+        chosen = fog.signer_for(auth, gcs_signer_universe)
+        @gcs_signer_generation = nil # set last: a concurrent reader never sees a half-written memo
+        @gcs_signer_auth = auth
+        @gcs_signer_default = default
+        @gcs_signer_chosen = chosen
+        @gcs_signer_generation = fog.generation
+        chosen
+      end
+
+      # The connection's universe domain: fog-google 1.29's universe_domain
+      # option or GOOGLE_CLOUD_UNIVERSE_DOMAIN; googleapis.com before 1.29.
+      def gcs_signer_universe
+        universe = respond_to?(:universe_domain, true) ? universe_domain.to_s.strip.downcase : ""
+        universe.empty? ? GitlabGcsSigner::Fog::DEFAULT_UNIVERSE : universe
       end
 
       def gcs_signer_url(method, scheme, bucket_name, object_name, expires, query = nil, headers = nil)
@@ -189,15 +262,20 @@ module GitlabGcsSigner
         raise ArgumentError, "object_name is required" unless object_name
 
         version = GitlabGcsSigner::Fog.version || :v2
-        object = object_name.to_s
-        signer.signed_url(
-          version: version, method: method, scheme: scheme, host: @host,
-          bucket: bucket_name.to_s, object: object,
-          headers: (headers || {}).transform_keys(&:to_s),
-          query: (query || {}).reject { |k, v| k.nil? || v.nil? }.to_h { |k, v| [k.to_s, v.to_s] },
-          expires_at: expires,
-          v2_path: version == :v2 ? GitlabGcsSigner::Fog.v2_path(bucket_name, object) : nil
+        signer.fog_signed_url(
+          version, method, scheme, @host, bucket_name.to_s, object_name.to_s,
+          headers.nil? || headers.empty? ? nil : headers.transform_keys(&:to_s),
+          query.nil? || query.empty? ? nil : gcs_signer_query(query),
+          expires, version == :v2 ? GitlabGcsSigner::Fog.v2_path_encoding : nil
         )
+      end
+
+      # fog's query, nil keys and values dropped (names may be Symbols and
+      # values Numeric: the native side takes those as they are).
+      def gcs_signer_query(query)
+        return query unless query.key?(nil) || query.value?(nil)
+
+        query.reject { |k, v| k.nil? || v.nil? }.to_h { |k, v| [k.to_s, v.to_s] }
       end
     end
   end

@@ -89,13 +89,19 @@ module GitlabGcsSigner
           ::ActiveSupport::Notifications.notifier.listening?(SIGN_URL_EVENT)
       end
 
-      # Signer#signed_url. +args+ are the native positional arguments
-      # (version, method, bucket, ... as Signer#native_request builds them).
-      def signed_url(native, args, shared = nil)
-        return sign(native, args, nil, shared) unless listening?
+      # Signer#signed_url. +request+ is its keyword Hash, converted natively.
+      def signed_url(native, request, shared = nil)
+        return instrumented(native, request, shared) if shared || listening?
 
-        payload = { cache: nil, method: args[1], bucket: args[2], version: args[0].to_sym }
-        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, args, payload, shared) }
+        # The cache-hit path: one native call and nothing else.
+        begin
+          url, hit = native.signed_url_with_status(request)
+        rescue Error => e
+          failed(e, description(request))
+          raise
+        end
+        flush_events unless hit
+        url
       end
 
       # Runs a call that always misses the cache (sign_blob, email, ...),
@@ -122,29 +128,51 @@ module GitlabGcsSigner
 
       private
 
-      def sign(native, args, payload, shared)
+      def instrumented(native, request, shared)
+        return sign(native, request, nil, shared) unless listening?
+
+        payload = { cache: nil, method: verb(request), bucket: request[:bucket], version: version(request) }
+        ::ActiveSupport::Notifications.instrument(SIGN_URL_EVENT, payload) { sign(native, request, payload, shared) }
+      end
+
+      def sign(native, request, payload, shared)
         # [url, :hit | :shared_hit | :miss] or [url, :stale, seconds_left, error_kind]
         url, status, remaining, error =
-          shared ? shared.signed_url_with_status(native, args) : native.signed_url_with_status(*args)
+          shared ? shared.signed_url_with_status(native, request) : native.signed_url_with_status(request)
         payload[:cache] = status if payload
         return url if status == :hit
 
-        stale(args, remaining, error) if status == :stale
+        stale(request, remaining, error) if status == :stale
         flush_events
         url
       rescue Error => e
         payload[:cache] = :miss if payload
-        failed(e, "signing a #{args[0]} #{args[1]} URL in bucket #{args[2]}")
+        failed(e, description(request))
         raise
       end
 
-      def stale(args, remaining, error)
+      def stale(request, remaining, error)
         return unless defined?(::ActiveSupport::Notifications)
 
         ::ActiveSupport::Notifications.instrument(
           STALE_URL_EVENT,
-          method: args[1], bucket: args[2], version: args[0].to_sym, remaining: remaining, error: error
+          method: verb(request), bucket: request[:bucket], version: version(request), remaining: remaining,
+          error: error
         )
+      end
+
+      def description(request)
+        "signing a #{version(request)} #{verb(request)} URL in bucket #{request[:bucket]}"
+      end
+
+      # The request's verb and version as the payload and logs show them
+      # (signed_url's defaults: GET, :v4); the native side checks them.
+      def verb(request)
+        request.fetch(:method, "GET").to_s.upcase
+      end
+
+      def version(request)
+        request.fetch(:version, :v4).to_s.to_sym
       end
 
       def failed(error, what)

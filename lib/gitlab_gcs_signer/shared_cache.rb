@@ -41,7 +41,7 @@ module GitlabGcsSigner
     }.freeze
 
     # Signatures from signBlob are served for 12 hours at most (field notes s.2).
-    SIGN_BLOB_MAX_SERVE = 12 * 3600
+    SIGN_BLOB_MAX_SERVE = GitlabGcsSigner::DEFAULTS[:limits][:sign_blob_max_serve]
 
     # shared_hits: served from the store; shared_misses: nothing usable there,
     # so this process took the lock or waited; shared_waits: served by another
@@ -90,17 +90,17 @@ module GitlabGcsSigner
       @open_until = nil
     end
 
-    # The URL for the native signer's request arguments.
-    def signed_url(native, args)
-      signed_url_with_status(native, args)[0]
+    # The URL for a signed_url keyword Hash (the native signer converts it).
+    def signed_url(native, request)
+      signed_url_with_status(native, request)[0]
     end
 
     # [url, :hit | :shared_hit | :miss]: where the URL came from (the local
     # cache, the store, or a new signature), for instrumentation; or
     # [url, :stale, seconds_left, error_kind] for a stale-if-error answer
     # (a URL this or another process stored for the same request).
-    def signed_url_with_status(native, args)
-      found = native.lookup(*args)
+    def signed_url_with_status(native, request)
+      found = native.lookup(request)
       return [found, :hit] if found.is_a?(String)
 
       key = open? ? skip : native.shared_key(found)

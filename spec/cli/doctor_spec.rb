@@ -54,6 +54,16 @@ RSpec.describe "gitlab-gcs-signer doctor", :cli, :emulator do
     expect(run.out).to include("metadata host: #{emulator.host}\n", "IAM endpoint:  #{emulator.url}\n")
   end
 
+  it "prints the universe domain (--universe-domain, else GOOGLE_CLOUD_UNIVERSE_DOMAIN, else googleapis.com)" do
+    # The IAM endpoint stays the emulator's: the derived https://iamcredentials.example.test
+    # would need DNS (spec/fog/universe_spec.rb signs through it with a loopback-only /etc/hosts).
+    run = cli("doctor", "--metadata-host", emulator.host, "--iam-endpoint", emulator.url, "--json",
+              env: { "GOOGLE_CLOUD_UNIVERSE_DOMAIN" => "example.test" })
+    expect(run.json).to include("universe_domain" => "example.test", "iam_endpoint" => emulator.url)
+    expect(doctor("--universe-domain", "Example.Test").out).to include("universe:      example.test\n")
+    expect(doctor.out).to include("universe:      googleapis.com\n")
+  end
+
   it "prints one JSON document with --json" do
     run, checks = doctor_json("--bucket", "uploads", "--gcs-endpoint", emulator.url)
     expect(run.status).to eq(0)

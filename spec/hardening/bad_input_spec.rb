@@ -6,7 +6,7 @@ require "gitlab_gcs_signer/fog"
 # documented GitlabGcsSigner::Error with a message, and the process goes on:
 # no segfault, abort or Rust panic. spec/signer/arguments_spec.rb covers
 # signed_url's basic refusals; this covers the rest, huge inputs, and a
-# seeded fuzz of the public and the native (positional) methods.
+# seeded fuzz of the public and the native methods (keyword Hashes of junk).
 RSpec.describe "bad input" do
   let(:key_signer) { GitlabGcsSigner::Signer.new(credentials: CONFORMANCE_KEY) }
   let(:good) { { bucket: "b", object: "o", expires_in: 600 } }
@@ -198,7 +198,7 @@ RSpec.describe "bad input" do
     end
   end
 
-  # Random junk into every native method, positionally, the way a caller
+  # Random junk into every native method, as keyword Hashes, the way a caller
   # bypassing the Ruby layer would: only ArgumentError (TypeError included in
   # the conversion) or a GitlabGcsSigner::Error, and the process lives on.
   describe "seeded fuzz of the native methods" do
@@ -210,18 +210,22 @@ RSpec.describe "bad input" do
     it "never crashes Native::Signer#signed_url, #string_to_sign and .new" do
       rng = Random.new(Integer(ENV.fetch("GCS_SIGNER_FUZZ_SEED", 20_240)))
       native = key_signer.instance_variable_get(:@native)
+      request_keys = %i[version method bucket object headers query scheme host url_style bucket_bound_hostname
+                        v2_path expires_in expires_at timestamp bogus]
+      signer_keys = %i[service_account_email delegates cache timeout max_sign_blob_per_minute
+                       max_sign_blob_in_flight clock bogus]
       results = Hash.new(0)
       3000.times do
-        args = Array.new(rng.rand(0..16)) { junk.call(rng) }
-        results[outcome { native.signed_url(*args) }] += 1
-        results[outcome { native.string_to_sign(*args) }] += 1
+        request = request_keys.sample(rng.rand(0..15), random: rng).to_h { |k| [k, junk.call(rng)] }
+        request = junk.call(rng) if rng.rand(10).zero?
+        results[outcome { native.signed_url(request) }] += 1
+        results[outcome { native.string_to_sign(request) }] += 1
       end
       300.times do
         # Offline: a metadata host on a closed port, and nothing here signs.
-        args = Array.new(rng.rand(0..11)) { junk.call(rng) }
-        args[2] = "127.0.0.1:1" if args.size > 3
-        args[3] = "http://127.0.0.1:1" if args.size > 3
-        results[outcome { GitlabGcsSigner::Native::Signer.new(*args) }] += 1
+        options = signer_keys.sample(rng.rand(0..8), random: rng).to_h { |k| [k, junk.call(rng)] }
+        options = options.merge(metadata_host: "127.0.0.1:1", iam_endpoint: "http://127.0.0.1:1")
+        results[outcome { GitlabGcsSigner::Native::Signer.new(options) }] += 1
       end
       expect(results.keys - [:ok]).to all(satisfy { |c| c <= ArgumentError || c <= GitlabGcsSigner::Error })
     end

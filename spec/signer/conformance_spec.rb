@@ -33,8 +33,22 @@ RSpec.describe GitlabGcsSigner::Signer, "V4 conformance" do
     }
   end
 
+  # Vector 6 signs a header named "header/name/with/slash": "/" is not
+  # allowed in an HTTP field name (RFC 9110 section 5.1), so no client could
+  # send it and the URL would never verify; the gem refuses it (issue 15 m5).
+  UNSENDABLE_HEADER = "Slashes in object name should not be URL encoded"
+
   vectors.each_with_index do |vector, i|
     args = arguments(vector)
+
+    if vector["description"] == UNSENDABLE_HEADER
+      it "##{i + 1} #{vector['description']}: refuses the header name no client can send" do
+        expect { signer.signed_url(**args) }.to raise_error(ArgumentError, /not a valid HTTP header name/)
+        renamed = args.merge(headers: { "header-name-with-dash" => "should-be-encoded" })
+        expect(signer.signed_url(**renamed)).to start_with(vector["expectedUrl"].split("?").first)
+      end
+      next
+    end
 
     context "##{i + 1} #{vector['description']}" do
       it "reproduces expectedUrl" do

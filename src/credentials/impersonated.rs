@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+pub const DEFAULT_TOKEN_URI: &str = crate::config::OAUTH_TOKEN_URI;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const BUDGET: Duration = Duration::from_secs(20);
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Same as `metadata.google.internal`, without needing DNS.
-pub const DEFAULT_HOST: &str = "169.254.169.254";
+pub const DEFAULT_HOST: &str = crate::config::METADATA_HOST;
 /// signBlob needs this scope; a storage-only token fails with 403
 /// `ACCESS_TOKEN_SCOPE_INSUFFICIENT` (fog-google issue 599). GKE honours the
 /// `scopes` parameter, GCE ignores it and uses the instance's scopes.
@@ -28,6 +28,7 @@ pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-pl
 const TOKEN_PATH: &str =
     "instance/service-accounts/default/token?scopes=https://www.googleapis.com/auth/cloud-platform";
 const EMAIL_PATH: &str = "instance/service-accounts/default/email";
+const UNIVERSE_PATH: &str = "universe/universe-domain";
 
 /// Never as short as the 0.5 s some clients use: a cold GKE metadata server
 /// needs seconds for its first token.
@@ -172,6 +173,20 @@ impl MetadataClient {
             ));
         }
         Ok(email)
+    }
+
+    /// The universe domain the metadata server names
+    /// (`universe/universe-domain`); its 404 means `googleapis.com`.
+    pub async fn fetch_universe(&self) -> Result<String> {
+        match self.get(UNIVERSE_PATH, "universe domain").await {
+            Ok(body) => Ok(body.trim().to_string()),
+            Err(e)
+                if e.kind() == ErrorKind::Metadata && e.message().contains("(HTTP 404 from ") =>
+            {
+                Ok(crate::universe::DEFAULT.to_string())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The email, asked for once per process (single flight) and remembered.

@@ -15,6 +15,7 @@ pub use crate::iam::QuotaConfig;
 use crate::iam::{self, EmailSource, IamConfig, IamSigner};
 use crate::stats::Stats;
 use crate::token;
+use crate::universe;
 use metadata::MetadataClient;
 use service_account::ServiceAccountKey;
 use std::collections::HashMap;
@@ -55,6 +56,14 @@ pub struct CredentialOptions {
     pub iam_endpoint: Option<String>,
     /// signBlob delegation chain.
     pub delegates: Vec<String>,
+    /// The universe domain (else `GOOGLE_CLOUD_UNIVERSE_DOMAIN`, else the
+    /// credentials file's field, else `googleapis.com`): sets the default
+    /// IAM endpoint, see [`crate::universe`].
+    pub universe_domain: Option<String>,
+    /// Ask the metadata server for the universe when neither the option
+    /// nor `GOOGLE_CLOUD_UNIVERSE_DOMAIN` names one and the credentials are
+    /// the metadata server's (off by default, like googleauth's check).
+    pub universe_from_metadata: bool,
     pub quota: QuotaConfig,
     /// Overall budget of one signBlob signature, retries included.
     pub timeout: Duration,
@@ -68,6 +77,8 @@ impl Default for CredentialOptions {
             metadata_host: None,
             iam_endpoint: None,
             delegates: Vec::new(),
+            universe_domain: None,
+            universe_from_metadata: false,
             quota: QuotaConfig::default(),
             timeout: iam::DEFAULT_TIMEOUT,
         }
@@ -85,6 +96,23 @@ pub fn discover_with(
     stats: Arc<Stats>,
     env: &dyn Env,
 ) -> Result<Arc<dyn BlobSigner>> {
+    discover_universe_with(opts, stats, env).map(|(signer, _)| signer)
+}
+
+/// [`discover`], with the universe domain in force (see [`universe::resolve`]).
+pub fn discover_universe(
+    opts: &CredentialOptions,
+    stats: Arc<Stats>,
+) -> Result<(Arc<dyn BlobSigner>, String)> {
+    discover_universe_with(opts, stats, &ProcessEnv)
+}
+
+/// [`discover_universe`] with an injected environment.
+pub fn discover_universe_with(
+    opts: &CredentialOptions,
+    stats: Arc<Stats>,
+    env: &dyn Env,
+) -> Result<(Arc<dyn BlobSigner>, String)> {
     if let Some(c) = opts.credentials.as_deref().filter(|c| !c.trim().is_empty()) {
         // A byte-order mark (a key file saved by a Windows editor) is not
         // whitespace to trim_start, but it is still JSON text, not a path.
@@ -111,7 +139,38 @@ pub fn discover_with(
         );
     }
     let metadata = MetadataClient::new(opts.metadata_host.as_deref(), env);
-    Ok(Arc::new(metadata_signer(metadata, opts, stats, env)?))
+    let universe = if opts.universe_from_metadata
+        && !universe::configured(opts.universe_domain.as_deref(), env)
+    {
+        metadata_universe(&metadata, opts.timeout)?
+    } else {
+        universe::resolve(opts.universe_domain.as_deref(), env, None)?
+    };
+    let opts = &in_universe(opts, &universe);
+    Ok((
+        Arc::new(metadata_signer(metadata, opts, stats, env)?),
+        universe,
+    ))
+}
+
+/// The metadata server's universe (a blocking lookup: only with
+/// `universe_from_metadata`, when the signer is built).
+fn metadata_universe(metadata: &Arc<MetadataClient>, timeout: Duration) -> Result<String> {
+    let m = metadata.clone();
+    let deadline = std::time::Instant::now() + timeout;
+    let found = crate::runtime::block_on(
+        async move { m.fetch_universe().await },
+        &crate::cancel::Cancel::new(),
+        Some(deadline),
+    )?;
+    universe::normalize(&found, "the metadata server")
+}
+
+fn in_universe(opts: &CredentialOptions, universe: &str) -> CredentialOptions {
+    CredentialOptions {
+        universe_domain: Some(universe.to_string()),
+        ..opts.clone()
+    }
 }
 
 /// `$CLOUDSDK_CONFIG` or `$HOME/.config/gcloud`, as gcloud itself uses.
@@ -154,14 +213,18 @@ pub fn metadata_signer(
     Ok(IamSigner::new(config, tokens, stats))
 }
 
-/// `iam_endpoint:`, else `GCS_SIGNER_IAM_ENDPOINT`, else Google's.
+/// `iam_endpoint:`, else `GCS_SIGNER_IAM_ENDPOINT`, else the universe's
+/// (`https://iamcredentials.googleapis.com` in Google's public cloud).
 pub(crate) fn iam_endpoint(opts: &CredentialOptions, env: &dyn Env) -> Result<String> {
     let endpoint = opts
         .iam_endpoint
         .clone()
         .or_else(|| env.var("GCS_SIGNER_IAM_ENDPOINT"))
         .filter(|e| !e.trim().is_empty())
-        .unwrap_or_else(|| iam::DEFAULT_ENDPOINT.to_string());
+        .unwrap_or_else(|| match opts.universe_domain.as_deref() {
+            Some(u) if u != universe::DEFAULT => universe::iam_endpoint(u),
+            _ => iam::DEFAULT_ENDPOINT.to_string(),
+        });
     let endpoint = endpoint.trim().trim_end_matches('/').to_string();
     if endpoint.starts_with("https://") {
         return Ok(endpoint);
@@ -222,7 +285,7 @@ fn from_file(
     opts: &CredentialOptions,
     stats: Arc<Stats>,
     env: &dyn Env,
-) -> Result<Arc<dyn BlobSigner>> {
+) -> Result<(Arc<dyn BlobSigner>, String)> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         if !looks_like_path(path) {
             // Not a path but mangled JSON (or a PEM key) given as a path:
@@ -262,7 +325,7 @@ fn from_json(
     opts: &CredentialOptions,
     stats: Arc<Stats>,
     env: &dyn Env,
-) -> Result<Arc<dyn BlobSigner>> {
+) -> Result<(Arc<dyn BlobSigner>, String)> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         Error::new(
             ErrorKind::Credentials,
@@ -274,35 +337,50 @@ fn from_json(
             ),
         )
     })?;
-    match v["type"].as_str() {
-        Some("service_account") => Ok(Arc::new(ServiceAccountKey::from_json(text)?)),
-        Some("impersonated_service_account") => Ok(Arc::new(impersonated::signer(
-            &v, origin, opts, stats, env,
-        )?)),
-        Some("authorized_user") => Err(cannot_sign(
-            origin,
-            "`authorized_user` credentials (a person's login from `gcloud auth \
+    let universe = universe::resolve(
+        opts.universe_domain.as_deref(),
+        env,
+        v["universe_domain"].as_str(),
+    )?;
+    let opts = &in_universe(opts, &universe);
+    let signer: Arc<dyn BlobSigner> = match v["type"].as_str() {
+        Some("service_account") => Arc::new(ServiceAccountKey::from_json(text)?),
+        Some("impersonated_service_account") => {
+            Arc::new(impersonated::signer(&v, origin, opts, stats, env)?)
+        }
+        Some("authorized_user") => {
+            return Err(cannot_sign(
+                origin,
+                "`authorized_user` credentials (a person's login from `gcloud auth \
              application-default login`)",
-        )),
-        Some("external_account") => Err(cannot_sign(
-            origin,
-            "`external_account` credentials (workload identity federation)",
-        )),
-        Some(other) => Err(Error::new(
-            ErrorKind::Credentials,
-            format!(
-                "{origin} has credentials of type `{other}`, which this gem does not know; \
+            ))
+        }
+        Some("external_account") => {
+            return Err(cannot_sign(
+                origin,
+                "`external_account` credentials (workload identity federation)",
+            ))
+        }
+        Some(other) => {
+            return Err(Error::new(
+                ErrorKind::Credentials,
+                format!(
+                    "{origin} has credentials of type `{other}`, which this gem does not know; \
                  expected `service_account` or `impersonated_service_account`"
-            ),
-        )),
-        None => Err(Error::new(
-            ErrorKind::Credentials,
-            format!(
-                "{origin} has no `type` field; expected a service account key or an \
+                ),
+            ))
+        }
+        None => {
+            return Err(Error::new(
+                ErrorKind::Credentials,
+                format!(
+                    "{origin} has no `type` field; expected a service account key or an \
                  impersonated_service_account file"
-            ),
-        )),
-    }
+                ),
+            ))
+        }
+    };
+    Ok((signer, universe))
 }
 
 fn cannot_sign(origin: &str, what: &str) -> Error {

@@ -4,6 +4,7 @@
 
 mod clock;
 mod convert;
+mod defaults;
 mod errors;
 mod nogvl;
 mod observe;
@@ -16,6 +17,8 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     // Before any fork: the at-fork handler that tells a child it is one.
     gcs_signer::process::install();
     let module = ruby.define_module("GitlabGcsSigner")?;
+    defaults::init(ruby, module)?;
+    convert::init(ruby);
     let native = module.define_module("Native")?;
     signer::init(ruby, native)?;
     clock::init(ruby, native)?;

@@ -1,22 +1,16 @@
 //! `GitlabGcsSigner::Native::Signer`, wrapped by `GitlabGcsSigner::Signer`
 //! (lib/gitlab_gcs_signer/signer.rb), which owns the keyword arguments.
-//! Positional arguments here, in the order signer.rb passes them.
+//! Keyword Hashes come in as they are and are converted once (convert.rs).
 
-use crate::clock::ManualClock;
-use crate::convert::{arg, opt_text, pairs, req_text};
+use crate::convert::{signer_options, url_request, Request};
 use crate::nogvl::{guarded, without_gvl};
 use crate::observe::Registration;
-use gcs_signer::cache::CacheConfig;
-use gcs_signer::credentials::CredentialOptions;
-use gcs_signer::refresh::RefreshConfig;
-use gcs_signer::signer::{Adoption, Expiry, Plan as CorePlan, SignerOptions};
-use gcs_signer::stale::StaleConfig;
-use gcs_signer::{Error as CoreError, UrlRequest, UrlSigner, UrlStyle, Version};
+use gcs_signer::signer::{Adoption, Lookup, Plan as CorePlan};
+use gcs_signer::{Error as CoreError, UrlSigner};
 use magnus::{
     function, method, prelude::*, Error, IntoValue, RArray, RHash, RModule, RString, Ruby, Symbol,
     Value,
 };
-use std::time::Duration;
 
 #[magnus::wrap(class = "GitlabGcsSigner::Native::Signer", free_immediately, size)]
 pub struct Signer(
@@ -39,69 +33,17 @@ impl Plan {
 }
 
 impl Signer {
-    /// new(credentials, service_account_email, metadata_host, iam_endpoint,
-    ///     delegates, cache [ratio, max_extension, max_entries] | nil,
-    ///     timeout, max_per_minute, max_in_flight, clock | nil,
-    ///     stale [min_life, min_ratio, probe_interval] | nil,
-    ///     refresh [lead, max_quota_share] | nil)
-    fn new(ruby: &Ruby, args: &[Value]) -> Result<Self, Error> {
-        let mut credentials = CredentialOptions {
-            credentials: opt_text(ruby, args, 0, "credentials")?,
-            service_account_email: opt_text(ruby, args, 1, "service_account_email")?,
-            metadata_host: opt_text(ruby, args, 2, "metadata_host")?,
-            iam_endpoint: opt_text(ruby, args, 3, "iam_endpoint")?,
-            delegates: arg(ruby, args, 4, "delegates")?,
-            ..CredentialOptions::default()
-        };
-        let cache: Option<(f64, i64, usize)> = arg(ruby, args, 5, "cache")?;
-        let timeout: f64 = arg(ruby, args, 6, "timeout")?;
-        credentials.quota.max_per_minute = arg(ruby, args, 7, "max_sign_blob_per_minute")?;
-        credentials.quota.max_in_flight = arg(ruby, args, 8, "max_sign_blob_in_flight")?;
-        let clock: Option<&ManualClock> = arg(ruby, args, 9, "clock")?;
-        let stale: Option<(i64, f64, i64)> = arg(ruby, args, 10, "stale_if_error")?;
-        let refresh: Option<(f64, f64)> = arg(ruby, args, 11, "refresh_ahead")?;
-        if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
-            return Err(Error::new(
-                ruby.exception_arg_error(),
-                format!("timeout must be between 0 and 3600 seconds, got {timeout}"),
-            ));
-        }
-        let timeout = Duration::from_secs_f64(timeout);
-        credentials.timeout = timeout;
-        let mut options = SignerOptions {
-            credentials,
-            cache: cache.map(
-                |(extension_ratio, max_extension, max_entries)| CacheConfig {
-                    extension_ratio,
-                    max_extension,
-                    max_entries,
-                },
-            ),
-            timeout,
-            stale: stale.map(|(min_life, min_ratio, probe_interval)| StaleConfig {
-                min_life,
-                min_ratio,
-                probe_interval,
-            }),
-            refresh: refresh.map(|(lead, max_quota_share)| RefreshConfig {
-                lead,
-                max_quota_share,
-            }),
-            ..SignerOptions::default()
-        };
-        if let Some(clock) = clock {
-            options.clock = clock.0.clone();
-        }
+    /// new(options): Signer.new's keyword Hash (convert::signer_options).
+    fn new(ruby: &Ruby, options: Value) -> Result<Self, Error> {
+        let options = signer_options(ruby, options)?;
         let signer = guarded(ruby, || UrlSigner::new(options))?;
         let registration = Registration::new(&signer);
         Ok(Signer(signer, registration))
     }
 
-    /// signed_url(version, method, bucket, object, headers, query, scheme,
-    ///            host, style, bucket_bound_hostname, v2_path,
-    ///            expires_in, expires_at, timestamp)
-    fn signed_url(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<RString, Error> {
-        Ok(Self::sign(ruby, rb_self, args)?.0)
+    /// signed_url(request): signed_url's keyword Hash (convert::url_request).
+    fn signed_url(ruby: &Ruby, rb_self: &Self, request: Value) -> Result<RString, Error> {
+        Ok(Self::sign(ruby, rb_self, request)?.0)
     }
 
     /// signed_url_with_status(same arguments) -> [url, status]: :hit (the
@@ -113,9 +55,9 @@ impl Signer {
     fn signed_url_with_status(
         ruby: &Ruby,
         rb_self: &Self,
-        args: &[Value],
+        request: Value,
     ) -> Result<RArray, Error> {
-        let (url, status) = Self::sign(ruby, rb_self, args)?;
+        let (url, status) = Self::sign(ruby, rb_self, request)?;
         let out = ruby.ary_new_capa(4);
         out.push(url)?;
         match status {
@@ -130,15 +72,19 @@ impl Signer {
         Ok(out)
     }
 
-    fn sign(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<(RString, Status), Error> {
-        let (req, expiry, timestamp) = request(ruby, args)?;
+    fn sign(ruby: &Ruby, rb_self: &Self, request: Value) -> Result<(RString, Status), Error> {
+        let Request {
+            req,
+            expiry,
+            timestamp,
+        } = url_request(ruby, request)?;
         let signer = &rb_self.0;
         // A hit is answered with the GVL held: it costs microseconds, less
         // than releasing and retaking the GVL.
-        let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
-        if let Some(hit) = signer.try_cached(&plan) {
-            return Ok((ruby.str_new(&hit.url), Status::Hit));
-        }
+        let plan = match guarded(ruby, || signer.lookup(req, expiry, timestamp))? {
+            Lookup::Hit(hit) => return Ok((ruby.str_new(&hit.url), Status::Hit)),
+            Lookup::Miss(plan) => *plan,
+        };
         let now = plan.now();
         let answer = without_gvl(ruby, move |cancel| signer.answer_planned(plan, cancel))?;
         let status = match answer.stale {
@@ -150,14 +96,19 @@ impl Signer {
 
     /// lookup(same arguments as signed_url) -> the locally cached URL, or a
     /// Plan for the shared cache level. The hit costs what signed_url's does.
-    fn lookup(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<Value, Error> {
-        let (req, expiry, timestamp) = request(ruby, args)?;
+    fn lookup(ruby: &Ruby, rb_self: &Self, request: Value) -> Result<Value, Error> {
+        let Request {
+            req,
+            expiry,
+            timestamp,
+        } = url_request(ruby, request)?;
         let signer = &rb_self.0;
-        let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
-        Ok(match signer.try_cached(&plan) {
-            Some(hit) => ruby.str_new(&hit.url).into_value_with(ruby),
-            None => Plan(plan).into_value_with(ruby),
-        })
+        Ok(
+            match guarded(ruby, || signer.lookup(req, expiry, timestamp))? {
+                Lookup::Hit(hit) => ruby.str_new(&hit.url).into_value_with(ruby),
+                Lookup::Miss(plan) => Plan(*plan).into_value_with(ruby),
+            },
+        )
     }
 
     /// shared_key(plan) -> hex SHA-256 of the email and request, or nil when
@@ -217,6 +168,18 @@ impl Signer {
         Ok(Some(out))
     }
 
+    /// [min_life, min_ratio, probe_interval] or nil.
+    fn stale_config(&self) -> Option<(i64, f64, i64)> {
+        self.0
+            .stale_config()
+            .map(|c| (c.min_life, c.min_ratio, c.probe_interval))
+    }
+
+    /// [lead, max_quota_share] or nil.
+    fn refresh_config(&self) -> Option<(f64, f64)> {
+        self.0.refresh_config().map(|c| (c.lead, c.max_quota_share))
+    }
+
     /// adopt(plan, url, expires_at, signed_at, from_sign_blob) -> :taken
     /// (it serves the plan and is now in the local cache), :stale (its expiry
     /// does not fit the plan's window) or :refused (not this request's URL).
@@ -240,8 +203,12 @@ impl Signer {
     }
 
     /// string_to_sign(same arguments as signed_url)
-    fn string_to_sign(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<String, Error> {
-        let (req, expiry, timestamp) = request(ruby, args)?;
+    fn string_to_sign(ruby: &Ruby, rb_self: &Self, request: Value) -> Result<String, Error> {
+        let Request {
+            req,
+            expiry,
+            timestamp,
+        } = url_request(ruby, request)?;
         let signer = &rb_self.0;
         let plan = guarded(ruby, || signer.plan(req, expiry, timestamp))?;
         without_gvl(ruby, move |cancel| signer.string_to_sign(&plan, cancel))
@@ -260,6 +227,10 @@ impl Signer {
         without_gvl(ruby, move |cancel| signer.email(cancel))
     }
 
+    fn universe_domain(&self) -> String {
+        self.0.universe_domain().to_string()
+    }
+
     fn identity(&self) -> String {
         self.0.identity().to_owned()
     }
@@ -270,18 +241,6 @@ impl Signer {
             hash.aset(ruby.to_symbol(name), value)?;
         }
         Ok(hash)
-    }
-
-    /// [min_life, min_ratio, probe_interval] or nil.
-    fn stale_config(&self) -> Option<(i64, f64, i64)> {
-        self.0
-            .stale_config()
-            .map(|c| (c.min_life, c.min_ratio, c.probe_interval))
-    }
-
-    /// [lead, max_quota_share] or nil.
-    fn refresh_config(&self) -> Option<(f64, f64)> {
-        self.0.refresh_config().map(|c| (c.lead, c.max_quota_share))
     }
 
     /// [extension_ratio, max_extension, max_entries] or nil.
@@ -300,85 +259,16 @@ enum Status {
     Stale(i64, CoreError),
 }
 
-/// The request, expiry and timestamp from signed_url's positional arguments.
-fn request(ruby: &Ruby, args: &[Value]) -> Result<(UrlRequest, Expiry, Option<i64>), Error> {
-    let version = match req_text(ruby, args, 0, "version")?.as_str() {
-        "v2" => Version::V2,
-        "v4" => Version::V4,
-        other => {
-            return Err(arg_error(
-                ruby,
-                format!("unknown version {other:?}: use :v2 or :v4"),
-            ))
-        }
-    };
-    let style = match req_text(ruby, args, 8, "url_style")?.as_str() {
-        "path" => UrlStyle::Path,
-        "virtual_hosted" => UrlStyle::VirtualHosted,
-        "bucket_bound_hostname" => UrlStyle::BucketBound(
-            opt_text(ruby, args, 9, "bucket_bound_hostname")?.ok_or_else(|| {
-                arg_error(
-                    ruby,
-                    "url_style: :bucket_bound_hostname needs bucket_bound_hostname:".into(),
-                )
-            })?,
-        ),
-        other => {
-            return Err(arg_error(
-                ruby,
-                format!(
-                "unknown url_style {other:?}: use :path, :virtual_hosted or :bucket_bound_hostname"
-            ),
-            ))
-        }
-    };
-    let req = UrlRequest {
-        version,
-        method: req_text(ruby, args, 1, "method")?,
-        bucket: req_text(ruby, args, 2, "bucket")?,
-        object: req_text(ruby, args, 3, "object")?,
-        headers: pairs(ruby, args, 4, "headers")?,
-        query: pairs(ruby, args, 5, "query")?,
-        scheme: req_text(ruby, args, 6, "scheme")?,
-        host: opt_text(ruby, args, 7, "host")?,
-        style,
-        v2_path: opt_text(ruby, args, 10, "v2_path")?,
-    };
-    let expires_in: Option<f64> = arg(ruby, args, 11, "expires_in")?;
-    let expires_at: Option<f64> = arg(ruby, args, 12, "expires_at")?;
-    let timestamp: Option<i64> = arg(ruby, args, 13, "timestamp")?;
-    let expiry = match (expires_in, expires_at) {
-        (Some(secs), None) => Expiry::In(secs),
-        (None, Some(at)) => Expiry::At(at),
-        _ => {
-            return Err(arg_error(
-                ruby,
-                "give exactly one of expires_in: or expires_at:".into(),
-            ))
-        }
-    };
-    Ok((req, expiry, timestamp))
-}
-
-fn arg_error(ruby: &Ruby, message: String) -> Error {
-    Error::new(ruby.exception_arg_error(), message)
-}
-
-#[allow(dead_code)]
-fn core_error(ruby: &Ruby, err: CoreError) -> Error {
-    crate::errors::to_ruby(ruby, err)
-}
-
 pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let class = native.define_class("Signer", ruby.class_object())?;
-    class.define_singleton_method("new", function!(Signer::new, -1))?;
-    class.define_method("signed_url", method!(Signer::signed_url, -1))?;
+    class.define_singleton_method("new", function!(Signer::new, 1))?;
+    class.define_method("signed_url", method!(Signer::signed_url, 1))?;
     class.define_method(
         "signed_url_with_status",
-        method!(Signer::signed_url_with_status, -1),
+        method!(Signer::signed_url_with_status, 1),
     )?;
-    class.define_method("string_to_sign", method!(Signer::string_to_sign, -1))?;
-    class.define_method("lookup", method!(Signer::lookup, -1))?;
+    class.define_method("string_to_sign", method!(Signer::string_to_sign, 1))?;
+    class.define_method("lookup", method!(Signer::lookup, 1))?;
     class.define_method("shared_key", method!(Signer::shared_key, 1))?;
     class.define_method("sign_plan", method!(Signer::sign_plan, 1))?;
     class.define_method("adopt", method!(Signer::adopt, 5))?;
@@ -392,6 +282,7 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("sign_blob", method!(Signer::sign_blob, 1))?;
     class.define_method("email", method!(Signer::email, 0))?;
     class.define_method("identity", method!(Signer::identity, 0))?;
+    class.define_method("universe_domain", method!(Signer::universe_domain, 0))?;
     class.define_method("stats", method!(Signer::stats, 0))?;
     class.define_method("cache_config", method!(Signer::cache_config, 0))?;
     Ok(())

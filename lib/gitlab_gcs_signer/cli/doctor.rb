@@ -6,6 +6,7 @@ require "time"
 require "uri"
 require_relative "fixes"
 require_relative "../errors"
+require_relative "../../gitlab_gcs_signer" # GitlabGcsSigner::DEFAULTS
 
 module GitlabGcsSigner
   module CLI
@@ -19,9 +20,12 @@ module GitlabGcsSigner
     # get.
     class Doctor < Command
       NAME = "doctor"
-      DEFAULT_METADATA_HOST = "169.254.169.254"
-      DEFAULT_IAM_ENDPOINT = "https://iamcredentials.googleapis.com"
-      DEFAULT_GCS_ENDPOINT = "https://storage.googleapis.com"
+      # The core's endpoints (src/config.rs), never repeated here; another
+      # universe (--universe-domain) gives https://iamcredentials.UNIVERSE
+      # and https://storage.UNIVERSE.
+      DEFAULT_METADATA_HOST = GitlabGcsSigner::DEFAULTS[:endpoints][:metadata_host]
+      DEFAULT_IAM_ENDPOINT = GitlabGcsSigner::DEFAULTS[:endpoints][:iam_endpoint]
+      DEFAULT_GCS_ENDPOINT = "https://#{GitlabGcsSigner::DEFAULTS[:endpoints][:storage_host]}"
       PROBE_OBJECT = "gitlab-gcs-signer-doctor-probe"
       ACCOUNT = "/computeMetadata/v1/instance/service-accounts/default"
       SIGN_SCOPES = %w[https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/iam].freeze
@@ -48,11 +52,12 @@ module GitlabGcsSigner
           with the exact fix for each; exits 1 if any check fails.
         TEXT
           p.on("--metadata-host HOST", "metadata server host[:port] (default: GCE_METADATA_HOST, else #{DEFAULT_METADATA_HOST})") { |v| @options[:metadata_host] = v }
-          p.on("--iam-endpoint URL", "IAM Credentials base URL (default: GCS_SIGNER_IAM_ENDPOINT, else Google's)") { |v| @options[:iam_endpoint] = v }
+          p.on("--universe-domain DOMAIN", "universe domain (default: GOOGLE_CLOUD_UNIVERSE_DOMAIN, else googleapis.com)") { |v| @options[:universe_domain] = v }
+          p.on("--iam-endpoint URL", "IAM Credentials base URL (default: GCS_SIGNER_IAM_ENDPOINT, else https://iamcredentials.UNIVERSE)") { |v| @options[:iam_endpoint] = v }
           p.on("--service-account EMAIL", "sign as this account (default: GITLAB_GCS_SIGNER_SERVICE_ACCOUNT, else the pod's)") { |v| @options[:service_account] = v }
           p.on("--bucket BUCKET", "also send a signed HEAD for a probe object in BUCKET") { |v| @options[:bucket] = v }
           p.on("--object NAME", "the object --bucket probes (default: #{PROBE_OBJECT}; 404 is a pass)") { |v| @options[:object] = v }
-          p.on("--gcs-endpoint URL", "where --bucket sends the request (default: #{DEFAULT_GCS_ENDPOINT})") { |v| @options[:gcs_endpoint] = v }
+          p.on("--gcs-endpoint URL", "where --bucket sends the request (default: https://storage.UNIVERSE)") { |v| @options[:gcs_endpoint] = v }
           p.on("--json", "print one JSON document instead of text") { @options[:json] = true }
         end
       end
@@ -60,7 +65,8 @@ module GitlabGcsSigner
       def run(operands)
         no_operands!(operands)
         @metadata_host = pick(:metadata_host, "GCE_METADATA_HOST", DEFAULT_METADATA_HOST)
-        @iam_endpoint = pick(:iam_endpoint, "GCS_SIGNER_IAM_ENDPOINT", DEFAULT_IAM_ENDPOINT)
+        @universe = pick(:universe_domain, "GOOGLE_CLOUD_UNIVERSE_DOMAIN", "googleapis.com").strip.downcase.chomp(".")
+        @iam_endpoint = pick(:iam_endpoint, "GCS_SIGNER_IAM_ENDPOINT", "https://iamcredentials.#{@universe}")
         @service_account = pick(:service_account, "GITLAB_GCS_SIGNER_SERVICE_ACCOUNT", nil)
         validate_urls!
         checks = run_checks
@@ -178,7 +184,8 @@ module GitlabGcsSigner
         begin
           require_relative "../../gitlab_gcs_signer"
           signer = GitlabGcsSigner::Signer.new(metadata_host: @metadata_host, iam_endpoint: @iam_endpoint,
-                                               service_account_email: @service_account, cache: false, timeout: 15)
+                                               service_account_email: @service_account, cache: false, timeout: 15,
+                                               universe_domain: @universe)
           signature = signer.sign_blob("gitlab-gcs-signer doctor #{Time.now.to_i}")
           email = signer.email
           check.status = :pass
@@ -276,7 +283,7 @@ module GitlabGcsSigner
       def check_bucket(signer, sign_blob)
         bucket = @options[:bucket]
         object = @options[:object] || PROBE_OBJECT
-        endpoint = URI.parse(@options[:gcs_endpoint] || DEFAULT_GCS_ENDPOINT)
+        endpoint = URI.parse(@options[:gcs_endpoint] || "https://storage.#{@universe}")
         check = Check.new(name: "bucket", title: "bucket access",
                           details: { "bucket" => bucket, "object" => object, "endpoint" => endpoint.to_s })
         unless sign_blob.status == :pass
@@ -424,6 +431,7 @@ module GitlabGcsSigner
       def print_text(checks)
         out.puts "gitlab-gcs-signer #{VERSION} doctor"
         out.puts "  metadata host: #{@metadata_host}"
+        out.puts "  universe:      #{@universe}"
         out.puts "  IAM endpoint:  #{@iam_endpoint}"
         out.puts
         width = checks.map { |c| c.title.size }.max
@@ -439,7 +447,7 @@ module GitlabGcsSigner
       def print_json(checks)
         out.puts JSON.pretty_generate(
           "version" => VERSION, "ok" => checks.none? { |c| c.status == :fail },
-          "metadata_host" => @metadata_host, "iam_endpoint" => @iam_endpoint,
+          "metadata_host" => @metadata_host, "universe_domain" => @universe, "iam_endpoint" => @iam_endpoint,
           "checks" => checks.map(&:to_h)
         )
       end

@@ -46,6 +46,9 @@ module GitlabGcsSigner
         "ProtocolError" =>
           "a server answered something that is not Google's API: check GCS_SIGNER_IAM_ENDPOINT, " \
           "GCE_METADATA_HOST and HTTP proxy settings",
+        "UniverseMismatchError" =>
+          "give the signer the fog connection's universe domain (universe_domain: on Signer.new, or " \
+          "GOOGLE_CLOUD_UNIVERSE_DOMAIN for both), or the connection the signer's",
         "InternalError" => "a bug in gitlab-gcs-signer: please report it with this message",
         "InterruptedError" => "the call was interrupted (Ctrl-C, Timeout, Thread#kill); run it again"
       }.freeze

@@ -2,6 +2,7 @@
 
 require_relative "fixes"
 require_relative "../errors"
+require_relative "../../gitlab_gcs_signer" # GitlabGcsSigner::DEFAULTS
 
 module GitlabGcsSigner
   module CLI
@@ -20,7 +21,7 @@ module GitlabGcsSigner
           file, or the metadata server and IAM signBlob).
         TEXT
           p.on("-X", "--method METHOD", "HTTP method (default GET)") { |v| @options[:method] = v.upcase }
-          p.on("-e", "--expires SECONDS", Integer, "lifetime in seconds (default #{DEFAULT_EXPIRES}; V4: at most 604800)") { |v| @options[:expires] = v }
+          p.on("-e", "--expires SECONDS", Integer, "lifetime in seconds (default #{DEFAULT_EXPIRES}; V4: at most #{GitlabGcsSigner::DEFAULTS[:limits][:v4_max_expires_in]})") { |v| @options[:expires] = v }
           p.on("--v4", "V4 signature (GOOG4-RSA-SHA256; the default)") { @options[:version] = :v4 }
           p.on("--v2", "V2 signature (GoogleAccessId/Expires/Signature, as fog-google)") { @options[:version] = :v2 }
           p.on("-H", "--header NAME:VALUE", "a header the request will send (signed; repeatable)") { |v| pair(:headers, v, ":", "--header") }

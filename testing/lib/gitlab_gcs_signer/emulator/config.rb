@@ -10,7 +10,8 @@ module GitlabGcsSigner
       CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
       IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 
-      KEYS = %w[email token_lifetime default_scopes honour_scopes_param deny_sign_blob api_disabled now_override seed].freeze
+      KEYS = %w[email token_lifetime default_scopes honour_scopes_param deny_sign_blob api_disabled now_override seed
+                universe_domain].freeze
 
       def initialize(account:, token_lifetime: 3599)
         @account = account
@@ -24,7 +25,9 @@ module GitlabGcsSigner
           "deny_sign_blob" => false,
           "api_disabled" => false,
           "now_override" => nil,
-          "seed" => 1234
+          "seed" => 1234,
+          # computeMetadata/v1/universe/universe-domain: nil answers 404 (Google's public cloud)
+          "universe_domain" => nil
         }.freeze
         @mutex = Mutex.new
         reset!
@@ -69,6 +72,7 @@ module GitlabGcsSigner
         when "deny_sign_blob", "api_disabled", "honour_scopes_param" then check(key, value, [true, false].include?(value))
         when "now_override" then check(key, value, value.nil? || value.is_a?(Numeric))
         when "seed" then check(key, value, value.is_a?(Integer))
+        when "universe_domain" then check(key, value, value.nil? || (value.is_a?(String) && !value.empty?))
         else raise Invalid, "unknown setting #{key.inspect} (known: #{KEYS.join(', ')})"
         end
       end

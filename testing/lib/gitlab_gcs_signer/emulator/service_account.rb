@@ -20,6 +20,13 @@ module GitlabGcsSigner
             private_key_pem: data["private_key"], key_id: data["private_key_id"])
       end
 
+      # A second account with a fresh key, in the same project: lets a test
+      # sign as two accounts in one process (its private key never leaves the emulator).
+      def self.second(primary)
+        new(email: "second-signer@#{primary.project_id}.iam.gserviceaccount.com", project_id: primary.project_id,
+            private_key_pem: OpenSSL::PKey::RSA.new(2048).to_pem)
+      end
+
       def initialize(email:, project_id:, private_key_pem:, key_id: nil)
         @email = email
         @project_id = project_id

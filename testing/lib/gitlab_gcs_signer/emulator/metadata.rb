@@ -65,6 +65,7 @@ module GitlabGcsSigner
         return text(200, "instance/\nproject/\n") if path == ""
         return text(200, "default/\n#{@config.email}/\n") if path == "instance/service-accounts/"
         return text(200, @project_id) if path == "project/project-id"
+        return universe_domain if path == "universe/universe-domain"
 
         match = path&.match(ACCOUNT_PATH)
         return text(404, "Not Found\n") unless match && [@config.email, "default"].include?(match[:account])
@@ -87,6 +88,12 @@ module GitlabGcsSigner
         value = @tokens.issue(scopes: scopes, lifetime: lifetime, now: @config.now)
         @stats.incr("tokens_issued")
         Reply.json(200, { "access_token" => value, "expires_in" => lifetime, "token_type" => "Bearer" }, FLAVOR)
+      end
+
+      # Outside Google's public cloud the server names the universe; a 404 means googleapis.com.
+      def universe_domain
+        universe = @config["universe_domain"]
+        universe ? text(200, universe) : text(404, "Not Found\n")
       end
 
       def text(status, body)

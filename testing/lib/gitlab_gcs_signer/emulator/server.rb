@@ -26,6 +26,7 @@ module GitlabGcsSigner
       def initialize(port: 0, bind: "127.0.0.1", key_file: DEFAULT_KEY_FILE, token_lifetime: 3599, cold_start_ms: 0, log: $stderr)
         @bind = bind
         @account = ServiceAccount.load(key_file)
+        @second = ServiceAccount.second(@account)
         @config = Config.new(account: @account, token_lifetime: token_lifetime)
         @stats = Stats.new
         @faults = Faults.new(seed: @config["seed"], cold_start_ms: cold_start_ms)
@@ -33,8 +34,8 @@ module GitlabGcsSigner
         @objects = ObjectStore.new
         @services = {
           "metadata" => Metadata.new(config: @config, tokens: @tokens, stats: @stats, project_id: @account.project_id),
-          "iam" => Iam.new(config: @config, tokens: @tokens, stats: @stats, account: @account),
-          "gcs" => Gcs.new(config: @config, stats: @stats, objects: @objects, account: @account)
+          "iam" => Iam.new(config: @config, tokens: @tokens, stats: @stats, account: @account, others: [@second]),
+          "gcs" => Gcs.new(config: @config, stats: @stats, objects: @objects, account: @account, others: [@second])
         }
         @webrick = WEBrick::HTTPServer.new(
           BindAddress: bind, Port: port, MaxClients: MAX_CLIENTS, DoNotReverseLookup: true,
@@ -251,7 +252,7 @@ module GitlabGcsSigner
       end
 
       def effective_config
-        @config.to_h.merge("faults" => @faults.to_h, "key_email" => @account.email, "key_id" => @account.key_id)
+        @config.to_h.merge("faults" => @faults.to_h, "key_email" => @account.email, "second_email" => @second.email, "key_id" => @account.key_id)
       end
     end
   end

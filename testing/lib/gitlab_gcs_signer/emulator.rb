@@ -25,7 +25,9 @@
 # Reset restores the start-up settings and clears faults, counters and objects; issued tokens stay valid.
 module GitlabGcsSigner
   module Emulator
-    GEM_ROOT = File.expand_path("../..", __dir__)
+    # The repository root, or the installed gitlab-gcs-signer-testing gem's
+    # directory (same layout): testing/lib/gitlab_gcs_signer/ is two levels down.
+    GEM_ROOT = File.expand_path("../../..", __dir__)
     DEFAULT_KEY_FILE = File.join(GEM_ROOT, "spec/fixtures/conformance/test_service_account.not-a-test.json")
   end
 end

@@ -11,12 +11,18 @@ module GitlabGcsSigner
     class Gcs
       RESPONSE_OVERRIDES = { "response-content-type" => "Content-Type", "response-content-disposition" => "Content-Disposition" }.freeze
 
-      def initialize(config:, stats:, objects:, account:)
+      # Verifies with the public key of the account the URL names (the key
+      # file's account, or one of others); any other account fails as before.
+      def initialize(config:, stats:, objects:, account:, others: [])
         @config = config
         @stats = stats
         @objects = objects
         @v2 = VerifierV2.new(public_key: account.public_key, email: account.email)
         @v4 = VerifierV4.new(public_key: account.public_key, email: account.email)
+        @others = others.to_h do |a|
+          [a.email, [VerifierV2.new(public_key: a.public_key, email: a.email),
+                     VerifierV4.new(public_key: a.public_key, email: a.email)]]
+        end
       end
 
       def count(_request)
@@ -46,7 +52,8 @@ module GitlabGcsSigner
           return SignedRequest::Result.fail(:none, "AccessDenied", "Anonymous caller does not have storage.objects access; the emulator requires a signed URL.")
         end
 
-        verifier = v4 ? @v4 : @v2
+        v2_verifier, v4_verifier = @others.fetch(named_account(request, v4)) { [@v2, @v4] }
+        verifier = v4 ? v4_verifier : v2_verifier
         verifier.verify(method: request.method, host: request.host, target: request.target, headers: request.headers, now: @config.now)
       end
 
@@ -60,6 +67,15 @@ module GitlabGcsSigner
       end
 
       private
+
+      # The account the URL names (GoogleAccessId, or X-Goog-Credential up to its first "/").
+      def named_account(request, v4)
+        pairs = SignedRequest.query_pairs(request.raw_query).to_h
+        raw = v4 ? pairs["X-Goog-Credential"].to_s.split(/%2F|\//i, 2).first : pairs["GoogleAccessId"]
+        SignedRequest.percent_decode(raw.to_s).force_encoding(Encoding::UTF_8)
+      rescue SignedRequest::Malformed
+        nil
+      end
 
       def refuse(request, result)
         @stats.incr("verifications_failed")

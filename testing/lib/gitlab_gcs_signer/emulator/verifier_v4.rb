@@ -122,7 +122,10 @@ module GitlabGcsSigner
         value = name == "host" ? SignedRequest.host_without_port(host) : SignedRequest.header(headers, name)
         raise SignedRequest::Malformed, "signed header #{name.inspect} is missing from the request" if value.nil?
 
-        value.strip.gsub(/\s+/, " ")
+        # HTTP whitespace is space and tab (RFC 9110 section 5.6.3; CR LF only in obsolete line
+        # folding): a form feed or vertical tab is a byte of the value, which Ruby's \s and strip
+        # would take for whitespace.
+        value.gsub(/\A[ \t\r\n]+|[ \t\r\n]+\z/, "").gsub(/[ \t\r\n]+/, " ")
       end
 
       def payload(names, headers)

@@ -4,15 +4,17 @@ require "rbconfig"
 
 module GitlabGcsSigner
   module CLI
-    # `gitlab-gcs-signer bench`: runs each bench/*.rb with this Ruby against
-    # one locally started emulator, one progress line per script, the
+    # `gitlab-gcs-signer bench` (gitlab-gcs-signer-testing gem; the scripts
+    # live in the source checkout's bench/, never packaged): runs each
+    # bench/*.rb with this Ruby against one locally started emulator, one progress line per script, the
     # script's own figures in between. Scripts find the emulator through the
     # same variables the gem reads (GCE_METADATA_HOST, GCS_SIGNER_IAM_ENDPOINT)
     # plus GITLAB_GCS_EMULATOR_URL for its control API; the emulator is reset
     # between scripts.
     class Bench < Command
       NAME = "bench"
-      ROOT = File.expand_path("../../..", __dir__)
+      # The repository root (testing/lib/gitlab_gcs_signer/cli/ is four levels down).
+      ROOT = File.expand_path("../../../..", __dir__)
 
       def parser
         @options[:dir] = File.join(ROOT, "bench")
@@ -20,7 +22,7 @@ module GitlabGcsSigner
           Runs the benchmark scripts (bench/*.rb, or only the NAMEs given, e.g. "cache_hits")
           against a bundled emulator on 127.0.0.1 and prints their figures.
         TEXT
-          p.on("--dir DIR", "where the scripts are (default: the gem's bench/)") { |v| @options[:dir] = File.expand_path(v) }
+          p.on("--dir DIR", "where the scripts are (default: the source checkout's bench/)") { |v| @options[:dir] = File.expand_path(v) }
           p.on("--list", "list the scripts and exit") { @options[:list] = true }
         end
       end
@@ -73,7 +75,7 @@ module GitlabGcsSigner
         started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
         env = { "GCE_METADATA_HOST" => emulator.host, "GCS_SIGNER_IAM_ENDPOINT" => emulator.url,
                 "GITLAB_GCS_EMULATOR_URL" => emulator.url }
-        pid = Process.spawn(env, RbConfig.ruby, "-I", File.join(ROOT, "lib"), script, chdir: ROOT, out: out_fd, err: err_fd)
+        pid = Process.spawn(env, RbConfig.ruby, "-I", File.join(ROOT, "lib"), "-I", File.join(ROOT, "testing", "lib"), script, chdir: ROOT, out: out_fd, err: err_fd)
         _, status = Process.wait2(pid)
         seconds = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
         out.puts format("[%d/%d] %s %s in %.1f s", number, total, name, status.success? ? "done" : "FAILED (#{status.exitstatus || status.termsig})", seconds)

@@ -45,10 +45,15 @@ module GitlabGcsSigner
         ].join("\n")
       end
 
+      # The V2 page's "Canonical extension headers" steps leave out the customer-supplied encryption
+      # key and its hash: secrets that the request sends but the string to sign never holds.
+      UNSIGNED_EXTENSION_HEADERS = %w[x-goog-encryption-key x-goog-encryption-key-sha256].freeze
+
       # x-goog-* headers: names lower-cased and sorted, repeated headers joined with ",", folding
       # whitespace replaced by one space, no whitespace around the colon, one "\n" after each.
       def extension_headers(headers)
         names = headers.keys.map { |name| name.to_s.downcase }.select { |name| name.start_with?("x-goog-") }.uniq.sort
+        names -= UNSIGNED_EXTENSION_HEADERS
         names.map do |name|
           value = Array(headers.select { |key, _| key.to_s.downcase == name }.values).flatten.join(",")
           "#{name}:#{value.gsub(/\s*\r?\n\s*/, ' ').strip}\n"

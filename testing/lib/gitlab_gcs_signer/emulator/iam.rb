@@ -23,11 +23,14 @@ module GitlabGcsSigner
         path.start_with?("/v1/")
       end
 
-      def initialize(config:, tokens:, stats:, account:)
+      # account: the key file's account (the metadata server's default);
+      # others: more accounts any token may sign as (roles/iam.serviceAccountTokenCreator on them).
+      def initialize(config:, tokens:, stats:, account:, others: [])
         @config = config
         @tokens = tokens
         @stats = stats
         @account = account
+        @others = others.to_h { |a| [a.email, a] }
       end
 
       def count(_request)
@@ -99,12 +102,13 @@ module GitlabGcsSigner
         if account.end_with?(".svc.id.goog")
           return error(400, "Invalid form of account ID #{account}. Should be [Gaia ID |Email |Unique ID |] of the account")
         end
-        return permission_denied if account != @account.email || @config["deny_sign_blob"]
+        signer = account == @account.email ? @account : @others[account]
+        return permission_denied if signer.nil? || @config["deny_sign_blob"]
 
         payload = parse_payload(request.body)
         return error(400, "Request contains an invalid argument: #{INVALID}.") unless payload
 
-        Reply.json(200, { "keyId" => @account.key_id, "signedBlob" => [@account.sign(payload)].pack("m0") })
+        Reply.json(200, { "keyId" => signer.key_id, "signedBlob" => [signer.sign(payload)].pack("m0") })
       end
 
       INVALID = "payload must be non-empty base64 and delegates a list of strings"
