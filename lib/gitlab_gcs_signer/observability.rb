@@ -95,12 +95,15 @@ module GitlabGcsSigner
 
         # The cache-hit path: one native call and nothing else.
         begin
-          url, hit = native.signed_url_with_status(request)
+          url, status, remaining, error = native.signed_url_with_status(request)
         rescue Error => e
           failed(e, description(request))
           raise
         end
-        flush_events unless hit
+        return url if status == :hit
+
+        stale(request, remaining, error) if status == :stale
+        flush_events
         url
       end
 
