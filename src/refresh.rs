@@ -31,8 +31,8 @@ pub struct RefreshConfig {
 impl Default for RefreshConfig {
     fn default() -> Self {
         RefreshConfig {
-            lead: 0.25,
-            max_quota_share: 0.1,
+            lead: crate::config::REFRESH_LEAD,
+            max_quota_share: crate::config::REFRESH_MAX_QUOTA_SHARE,
         }
     }
 }

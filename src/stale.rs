@@ -42,9 +42,9 @@ impl Default for StaleConfig {
     /// a minute; a 4 h 15 min upload link for at least 25.5 minutes.
     fn default() -> Self {
         StaleConfig {
-            min_life: 60,
-            min_ratio: 0.1,
-            probe_interval: 5,
+            min_life: crate::config::STALE_MIN_LIFE,
+            min_ratio: crate::config::STALE_MIN_RATIO,
+            probe_interval: crate::config::STALE_PROBE_INTERVAL,
         }
     }
 }

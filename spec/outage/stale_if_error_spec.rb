@@ -130,6 +130,9 @@ RSpec.describe "stale-if-error", :emulator do
     expect(signer.stale_config).to eq(min_life: 60, min_ratio: 0.1, probe_interval: 5)
     expect(signer.refresh_config).to be_nil
     expect(signer(refresh_ahead: true).refresh_config).to eq(lead: 0.25, max_quota_share: 0.1)
+    # the defaults live in the core (src/config.rs), exported with the others
+    expect(signer.stale_config).to eq(GitlabGcsSigner::DEFAULTS[:stale_if_error])
+    expect(signer(refresh_ahead: true).refresh_config).to eq(GitlabGcsSigner::DEFAULTS[:refresh_ahead])
     expect(signer(cache: false).stale_config).to be_nil
     [{ min_life: 0 }, { min_ratio: 1.5 }, { probe_interval: -1 }, { wait: 1 }, "yes"].each do |bad|
       expect { signer(stale_if_error: bad) }.to raise_error(ArgumentError), bad.inspect
