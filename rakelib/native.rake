@@ -197,7 +197,10 @@ namespace :native do
   task :tools do
     tools = NativeGem::TOOLS
     unless File.executable?(File.join(tools, "ziglang", "ziglang", "zig"))
-      sh "python3", "-m", "pip", "install", "--quiet", "--target", File.join(tools, "ziglang"),
+      # --target installs beside nothing else; PIP_BREAK_SYSTEM_PACKAGES lets
+      # Debian's own pip (PEP 668) do that too.
+      sh({ "PIP_BREAK_SYSTEM_PACKAGES" => "1" }, "python3", "-m", "pip", "install", "--quiet", "--target",
+         File.join(tools, "ziglang"),
          "ziglang==#{NativeGem::ZIGLANG_VERSION}"
     end
     unless File.executable?(File.join(tools, "cargo-zigbuild", "bin", "cargo-zigbuild"))

@@ -8,7 +8,9 @@ require "rbconfig"
 
 begin
   require "rb_sys/mkmf"
-  create_rust_makefile("gitlab_gcs_signer/gitlab_gcs_signer")
+  # --locked: build exactly the dependency versions Cargo.lock pins (as the
+  # fallback below does), never a newer resolution.
+  create_rust_makefile("gitlab_gcs_signer/gitlab_gcs_signer") { |r| r.extra_cargo_args += ["--locked"] }
 rescue LoadError
   root = File.expand_path("../..", __dir__)
   dlext = RbConfig::CONFIG["DLEXT"]

@@ -136,6 +136,7 @@ module GitlabGcsSigner
     private
 
     def fetch(native, plan, value_key)
+      started = now
       url = adopt(native, plan, call { @store.read(value_key, raw: true) })
       return [count(:shared_hits, url), :shared_hit] if url
       return publish(native, plan, value_key) if open?
@@ -144,7 +145,14 @@ module GitlabGcsSigner
       count(:shared_misses)
       # Not a fencing lock: at worst (a winner slower than lock_ttl) two
       # processes sign the same key, which costs one signBlob call.
-      if call { @store.write(lock_key, "1", unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
+      locked = call { @store.write(lock_key, "1", unless_exist: true, expires_in: @options[:lock_ttl], raw: true) }
+      # The read and the lock together slower than `slow` count as a failure
+      # too: a hung Redis behind RedisCacheStore answers every call with nil
+      # or false after the client's timeout (0.2 s in the README's setup,
+      # under `slow`), so no single call looks slow, and without this every
+      # miss would keep waiting on it.
+      failure if !open? && now - started > @options[:slow]
+      if locked
         begin
           publish(native, plan, value_key)
         ensure
@@ -180,12 +188,13 @@ module GitlabGcsSigner
         value = JSON.generate("url" => url, "expires_at" => expires_at, "signed_at" => signed_at,
                               "sign_blob" => from_sign_blob)
         written = call { @store.write(value_key, value, expires_in: ttl, raw: true) }
-        # A store answers a failed write with false (RedisCacheStore rescues
-        # Redis errors), the one sign of an outage that does not raise; nil
-        # means call already counted an exception.
+        # RedisCacheStore rescues Redis errors and answers a failed write with
+        # false (ActiveSupport 6.1) or nil (7.x), the one sign of an outage
+        # that does not raise. An exception was counted by call already, and
+        # it opened the breaker.
         if written
           count(:shared_writes)
-        elsif written == false
+        elsif !open?
           failure
         end
       end

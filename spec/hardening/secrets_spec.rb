@@ -169,6 +169,7 @@ RSpec.describe "secrets never leak", :emulator do
 
   # The gem's logger at debug level and its instrumentation events, for the run.
   def observing
+    require "active_support" # ActiveSupport 7 needs its base before any part of it
     require "active_support/notifications"
     previous = GitlabGcsSigner::Observability.logger
     GitlabGcsSigner.logger = Logger.new(log, level: Logger::DEBUG)

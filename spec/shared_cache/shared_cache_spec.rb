@@ -18,9 +18,16 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
 
   # A signer as one Puma process would have it: its own local cache and its
   # own connection to the shared Redis.
-  def process_signer(**options)
-    keyless_signer(shared_cache: described_class.new(redis.cache_store, **options.slice(:wait, :breaker_seconds)),
+  def process_signer(on: :pool, **options)
+    keyless_signer(shared_cache: described_class.new(redis.cache_store(on: on), **options.slice(:wait, :breaker_seconds)),
                    **options.except(:wait, :breaker_seconds))
+  end
+
+  # The store calls (ActiveSupport cache instrumentation events) the block makes.
+  def store_calls
+    events = []
+    ActiveSupport::Notifications.subscribed(->(name, *) { events << name }, /\Acache_.*\.active_support\z/) { yield }
+    events
   end
 
   def sign_blob_calls
@@ -217,51 +224,102 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
     end
   end
 
-  describe "when Redis fails" do
-    let(:redis) { RedisServer.new.start }
+  it "works the same on a store over one raw Redis client (no pool)" do
+    first = process_signer(on: :client)
+    second = process_signer(on: :client)
+    url = download(first)
+    expect(download(second)).to eq(url)
+    expect(sign_blob_calls).to eq(1)
+    expect(second.stats).to include(shared_hits: 1)
+  end
 
-    after { redis.stop }
+  # GitLab's Rails.cache is a RedisCacheStore over its own ConnectionPool
+  # (:pool); :client is a store over one raw Redis client.
+  %i[pool client].each do |on|
+    describe "when Redis fails (RedisCacheStore on a #{on})" do
+      let(:redis) { RedisServer.new.start }
 
-    def timed
-      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      [yield, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started]
-    end
+      after { redis.stop }
 
-    it "keeps signing through an outage, skips Redis while the breaker is open, and recovers" do
-      signer = process_signer(breaker_seconds: 1.0, timeout: 5)
-      objects = Array.new(12) { |i| "outage/#{i}.bin" }
-      objects.each { |name| emulator.client.put_object(bucket, name, "x") }
-      expect(gcs(download(signer, name: objects[0])).code).to eq("200")
-      expect(signer.stats[:shared_writes]).to eq(1)
+      def timed
+        started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        [yield, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started]
+      end
 
-      redis.stop
-      timed = objects[1..10].map { |name| timed { download(signer, name: name) } }
-      timed.each { |url, _| expect(gcs(url).code).to eq("200") }
-      expect(timed.map(&:last).max).to be < 5 # the signer's deadline
-      stats = signer.stats
-      expect(stats).to include(shared_breaker_opens: 1, shared_breaker_open: 1)
-      # After the first failure the level is skipped: no per-call store timeouts.
-      expect(stats[:shared_skipped]).to be >= 8
+      define_method(:process_signer) { |**options| super(on: on, **options) }
 
-      redis.start
-      sleep 1.1
-      download(signer, name: objects[11])
-      download(signer, name: objects[11], version: :v2)
-      expect(signer.stats[:shared_writes]).to be >= 2
-      expect(redis.client.keys("*").size).to be >= 1
-    end
+      it "keeps signing through an outage, skips Redis while the breaker is open, and recovers" do
+        signer = process_signer(breaker_seconds: 1.0, timeout: 5)
+        objects = Array.new(12) { |i| "outage/#{i}.bin" }
+        objects.each { |name| emulator.client.put_object(bucket, name, "x") }
+        expect(gcs(download(signer, name: objects[0])).code).to eq("200")
+        expect(signer.stats[:shared_writes]).to eq(1)
 
-    it "treats a hung Redis (no answers) like a dead one" do
-      signer = process_signer(breaker_seconds: 30, timeout: 5)
-      Process.kill("STOP", redis.pid)
-      begin
-        timed = Array.new(5) { |i| timed { download(signer, name: "hung/#{i}") } }
-        expect(timed.map(&:first).uniq.size).to eq(5)
+        redis.stop
+        timed = objects[1..10].map { |name| timed { download(signer, name: name) } }
+        timed.each { |url, _| expect(gcs(url).code).to eq("200") }
         expect(timed.map(&:last).max).to be < 5 # the signer's deadline
-        expect(signer.stats).to include(shared_breaker_opens: 1, shared_breaker_open: 1)
-        expect(signer.stats[:shared_skipped]).to be >= 4
-      ensure
-        Process.kill("CONT", redis.pid)
+        stats = signer.stats
+        expect(stats).to include(shared_breaker_opens: 1, shared_breaker_open: 1)
+        # After the first failure the level is skipped: no per-call store timeouts.
+        expect(stats[:shared_skipped]).to be >= 8
+
+        redis.start
+        sleep 1.1
+        download(signer, name: objects[11])
+        download(signer, name: objects[11], version: :v2)
+        expect(signer.stats[:shared_writes]).to be >= 2
+        expect(redis.client.keys("*").size).to be >= 1
+      end
+
+      it "treats a hung Redis (no answers) like a dead one" do
+        signer = process_signer(breaker_seconds: 30, timeout: 5)
+        Process.kill("STOP", redis.pid)
+        begin
+          timed = Array.new(5) { |i| timed { download(signer, name: "hung/#{i}") } }
+          expect(timed.map(&:first).uniq.size).to eq(5)
+          expect(timed.map(&:last).max).to be < 5 # the signer's deadline
+          expect(signer.stats).to include(shared_breaker_opens: 1, shared_breaker_open: 1)
+          expect(signer.stats[:shared_skipped]).to be >= 4
+        ensure
+          Process.kill("CONT", redis.pid)
+        end
+      end
+
+      # Each call to a hung Redis ends at the client's 0.2 s timeout, which
+      # RedisCacheStore turns into nil or false: under the 0.25 s `slow`, so no
+      # single call counts. The read and the lock together do.
+      it "stops waiting on a hung Redis after the first miss's read and lock" do
+        signer = process_signer(breaker_seconds: 30, timeout: 5)
+        Process.kill("STOP", redis.pid)
+        begin
+          first = store_calls { download(signer, name: "hung/a") }
+          expect(first).to eq(%w[cache_read.active_support cache_write.active_support])
+          expect(signer.stats).to include(shared_breaker_opens: 1, shared_breaker_open: 1)
+          expect(store_calls { download(signer, name: "hung/b") }).to be_empty
+        ensure
+          Process.kill("CONT", redis.pid)
+        end
+      end
+
+      # A Redis that refuses writes (out of memory, read-only replica) but
+      # answers reads: RedisCacheStore answers each failed write with false
+      # (ActiveSupport 6.1) or nil (7.x) and never raises.
+      it "opens the breaker when Redis refuses writes without an exception" do
+        signer = process_signer(breaker_seconds: 30, timeout: 5)
+        admin = redis.client
+        admin.config(:set, "maxmemory-policy", "noeviction")
+        admin.config(:set, "maxmemory", "1")
+        emulator.client.put_object(bucket, "full/a", "x")
+        begin
+          url = download(signer, name: "full/a")
+          expect(gcs(url).code).to eq("200")
+          expect(signer.stats).to include(shared_writes: 0, shared_breaker_opens: 1, shared_breaker_open: 1)
+          expect(signer.stats[:shared_errors]).to be >= 1
+          expect(store_calls { download(signer, name: "full/b") }).to be_empty
+        ensure
+          admin.config(:set, "maxmemory", "0")
+        end
       end
     end
   end

@@ -55,14 +55,31 @@ class RedisServer
     !@pid.nil?
   end
 
-  # A RedisCacheStore as GitLab would configure it for this use (short
-  # timeouts, no reconnect attempts: see README "Shared cache").
-  def cache_store(**options)
+  # A RedisCacheStore built the way GitLab builds Rails.cache: `redis:` is
+  # its own ConnectionPool of Redis clients and the store adds no pool of its
+  # own (`pool: false`), with short timeouts and no reconnect attempts (see
+  # README "Shared cache"). on: :client gives the store one raw Redis client
+  # instead of a pool. (Letting the store build its own pool from `url:`
+  # breaks on ActiveSupport 7.2 with connection_pool 3, rails/rails#56461;
+  # GitLab does not do that.)
+  def cache_store(on: :pool, **options)
     require "active_support"
     require "active_support/cache"
     require "active_support/cache/redis_cache_store"
-    ActiveSupport::Cache::RedisCacheStore.new(url: url, connect_timeout: 0.2, read_timeout: 0.2,
-                                              write_timeout: 0.2, reconnect_attempts: 0, **options)
+    redis = case on
+            when :pool
+              require "connection_pool"
+              ConnectionPool.new(size: 5, timeout: 5) { redis_client }
+            when :client then redis_client
+            else raise ArgumentError, "on: :pool or :client"
+            end
+    ActiveSupport::Cache::RedisCacheStore.new(redis: redis, pool: false, **options)
+  end
+
+  # A Redis client as the store's (short timeouts, no reconnect attempts).
+  def redis_client
+    require "redis"
+    Redis.new(url: url, connect_timeout: 0.2, read_timeout: 0.2, write_timeout: 0.2, reconnect_attempts: 0)
   end
 
   # A plain client for inspecting what the store wrote.
