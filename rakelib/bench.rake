@@ -2,7 +2,7 @@
 
 require "rbconfig"
 
-BENCH_SCRIPTS = %w[trace hit_cost concurrency memory].freeze
+BENCH_SCRIPTS = %w[trace hit_cost concurrency memory outage].freeze
 
 desc "Run every benchmark in bench/ (needs `rake compile`; several minutes, see each script's header). " \
      "BENCH_SMOKE=1 for a quick run that only checks the scripts work"

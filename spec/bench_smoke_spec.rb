@@ -29,7 +29,7 @@ RSpec.describe "bench scripts (BENCH_SMOKE=1)" do
     expect(output).to include("gem == bound for every setting")
   end
 
-  %w[hit_cost concurrency memory fork_stress].each do |name|
+  %w[hit_cost concurrency memory fork_stress outage].each do |name|
     it "#{name}.rb runs" do
       expect(smoke(name)).to match(/\d/)
     end

@@ -118,6 +118,26 @@ impl Entry {
         }
     }
 
+    /// Until when the URL works (Unix seconds): its expiry, and for a
+    /// `signBlob` signature at most 12 hours after signing.
+    pub fn usable_until(&self) -> i64 {
+        if self.from_sign_blob {
+            self.expires_at
+                .min(self.signed_at.saturating_add(SIGN_BLOB_MAX_SERVE_SECS))
+        } else {
+            self.expires_at
+        }
+    }
+
+    /// Whether it may answer `want` when signing failed (stale-if-error,
+    /// src/stale.rs): it works for at least `min_life` more seconds, and
+    /// does not outlive the request by more than the normal rule allows.
+    pub fn serves_stale(&self, want: &Want, min_life: i64) -> bool {
+        self.expires_at <= want.at_most
+            && self.signed_at <= want.now
+            && self.usable_until().saturating_sub(want.now) >= min_life
+    }
+
     /// True when no request can be served by it any more.
     fn is_dead(&self, now: i64) -> bool {
         self.expires_at <= now
@@ -287,6 +307,32 @@ impl UrlCache {
         Some(entry)
     }
 
+    /// The URL cached for exactly `key` that may answer `want` when signing
+    /// failed ([`Entry::serves_stale`]). Entries too short for the normal
+    /// rule stay in the cache until they expire (dropped on lookup and in
+    /// the sweep only when dead), within `max_entries`.
+    /// A forked child also reads its parent's store (try-locks only).
+    pub fn lookup_stale(&self, key: &str, want: &Want, min_life: i64) -> Option<Arc<Entry>> {
+        let local = self.local();
+        if let Some(e) = local.store.get(key) {
+            if e.serves_stale(want, min_life) {
+                return Some(e);
+            }
+        }
+        local.inherited.iter().find_map(|store| {
+            let e = store.try_peek(key).ok()??;
+            e.serves_stale(want, min_life).then_some(e)
+        })
+    }
+
+    /// Inserts `entry` unless the key holds one that works longer.
+    pub fn insert_if_longer(&self, key: String, entry: Arc<Entry>) {
+        match self.local().store.get(&key) {
+            Some(e) if e.usable_until() >= entry.usable_until() => {}
+            _ => self.insert(key, entry),
+        }
+    }
+
     pub fn insert(&self, key: String, entry: Arc<Entry>) {
         let now = entry.signed_at;
         let mut dropped = Vec::new();
@@ -448,6 +494,46 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(Stats::get(&c.stats.evictions), 0);
         assert_eq!(c.lookup("k", &c.want(61, 661)).unwrap().expires_at, 721);
+    }
+
+    #[test]
+    fn stale_entries_serve_only_with_the_minimum_life_left() {
+        let c = cache(0.1, 300, 100);
+        // signed at 1000 for 600 s: x = 1660
+        c.insert("k".into(), entry(1660, 1000, true));
+        // 120 s later a 600 s request misses: X = 1720 > x
+        let want = c.want(1120, 1720);
+        assert!(c.lookup("k", &want).is_none());
+        // the entry is kept (not dead) and has 540 s left
+        assert_eq!(c.len(), 1);
+        assert!(c.lookup_stale("k", &want, 540).is_some());
+        assert!(c.lookup_stale("k", &want, 541).is_none());
+        // at the boundary: 60 s left
+        let late = c.want(1600, 2200);
+        assert!(c.lookup("k", &late).is_none());
+        assert!(c.lookup_stale("k", &late, 60).is_some());
+        assert!(c.lookup_stale("k", &c.want(1601, 2201), 60).is_none());
+        // never another key
+        assert!(c.lookup_stale("other", &want, 1).is_none());
+        // never a URL that outlives the request by more than E
+        assert!(c.lookup_stale("k", &c.want(1120, 1200), 1).is_none());
+        // a signBlob signature works 12 h at most
+        c.insert("old".into(), entry(50_000, 0, true));
+        let w = c.want(43_000, 50_000);
+        assert!(c.lookup_stale("old", &w, 200).is_some());
+        assert!(c.lookup_stale("old", &w, 201).is_none());
+    }
+
+    #[test]
+    fn insert_if_longer_keeps_the_longer_url() {
+        let c = cache(0.1, 300, 100);
+        c.insert("k".into(), entry(1660, 1000, true));
+        c.insert_if_longer("k".into(), entry(1500, 900, true));
+        assert_eq!(c.local().store.get("k").unwrap().expires_at, 1660);
+        c.insert_if_longer("k".into(), entry(1700, 1040, true));
+        assert_eq!(c.local().store.get("k").unwrap().expires_at, 1700);
+        c.insert_if_longer("n".into(), entry(1500, 900, true));
+        assert!(c.local().store.get("n").is_some());
     }
 
     #[test]

@@ -51,6 +51,19 @@ pub const SIGN_BLOB_PER_MINUTE_MAX: u32 = 1_000_000;
 pub const SIGN_BLOB_IN_FLIGHT: usize = 64;
 pub const SIGN_BLOB_IN_FLIGHT_MAX: usize = 10_000;
 
+// ------------------------------------------- outages (src/stale.rs, src/refresh.rs)
+
+/// A stale-if-error URL still works for at least this many seconds...
+pub const STALE_MIN_LIFE: i64 = 60;
+/// ...and at least this share of the lifetime asked.
+pub const STALE_MIN_RATIO: f64 = 0.1;
+/// During an outage, one miss per this many seconds tries IAM again.
+pub const STALE_PROBE_INTERVAL: i64 = 5;
+/// Refresh-ahead: re-sign in the last this share of an entry's window...
+pub const REFRESH_LEAD: f64 = 0.25;
+/// ...spending at most this share of `max_sign_blob_per_minute`.
+pub const REFRESH_MAX_QUOTA_SHARE: f64 = 0.1;
+
 // ------------------------------------------------------------------ expiry
 
 /// The longest life of a V4 URL (7 days), Google's limit.
@@ -108,6 +121,21 @@ pub const DEFAULTS: &[(&str, &[(&str, Value)])] = &[
                 "max_sign_blob_in_flight",
                 Value::Int(SIGN_BLOB_IN_FLIGHT as i64),
             ),
+        ],
+    ),
+    (
+        "stale_if_error",
+        &[
+            ("min_life", Value::Int(STALE_MIN_LIFE)),
+            ("min_ratio", Value::Float(STALE_MIN_RATIO)),
+            ("probe_interval", Value::Int(STALE_PROBE_INTERVAL)),
+        ],
+    ),
+    (
+        "refresh_ahead",
+        &[
+            ("lead", Value::Float(REFRESH_LEAD)),
+            ("max_quota_share", Value::Float(REFRESH_MAX_QUOTA_SHARE)),
         ],
     ),
     (

@@ -42,6 +42,10 @@ pub enum ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// A [`ErrorKind::Metadata`] error that wraps a transient failure (the
+    /// metadata server kept answering 5xx/429 or timing out), as opposed to
+    /// a configuration one (no service account, not a genuine server).
+    outage: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,7 +55,15 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            outage: false,
         }
+    }
+
+    /// Marks an error as caused by a service being unavailable (see
+    /// [`Error::is_availability`]) whatever its kind.
+    pub fn from_outage(mut self) -> Self {
+        self.outage = true;
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -73,6 +85,20 @@ impl Error {
     /// Whether a retry of the same call may succeed (used by [`crate::retry`]).
     pub fn is_transient(&self) -> bool {
         matches!(self.kind, ErrorKind::Unavailable | ErrorKind::Quota)
+    }
+
+    /// Whether the error says a service was *unavailable*, not that the
+    /// request or the configuration is wrong: signBlob 429 after its retries
+    /// or the client-side quota guard's wait, 5xx, timeouts and dropped
+    /// connections, a metadata server that stayed unavailable. Only these
+    /// may be answered with a stale URL (stale-if-error, src/stale.rs);
+    /// permission, scope, disabled-API, identity, credential, protocol and
+    /// internal errors, and interrupts, must reach the caller.
+    pub fn is_availability(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Quota | ErrorKind::Unavailable | ErrorKind::Timeout
+        ) || self.outage
     }
 }
 
@@ -103,5 +129,36 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     match cause {
         Some(src) => format!("{what}: {src}"),
         None => what.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_outages_are_availability_errors() {
+        use ErrorKind::*;
+        for kind in [Quota, Unavailable, Timeout] {
+            assert!(Error::new(kind, "x").is_availability(), "{kind:?}");
+        }
+        for kind in [
+            InvalidArgument,
+            Credentials,
+            Metadata,
+            WorkloadIdentity,
+            PermissionDenied,
+            InsufficientScope,
+            ApiDisabled,
+            Unauthenticated,
+            Interrupted,
+            Protocol,
+            Internal,
+        ] {
+            assert!(!Error::new(kind, "x").is_availability(), "{kind:?}");
+        }
+        assert!(Error::new(Metadata, "HTTP 503")
+            .from_outage()
+            .is_availability());
     }
 }

@@ -47,6 +47,15 @@ pub enum Event {
     /// The client-side quota guard delayed a call: `"rate"` (per-minute
     /// budget) or `"in_flight"` (concurrent calls).
     Throttled { reason: &'static str },
+    /// A miss was answered with a stale cached URL (`remaining` seconds of
+    /// life left, at least `min_life`) because signing failed with this
+    /// availability error; queued at most once a minute per signer.
+    StaleServed {
+        kind: ErrorKind,
+        message: String,
+        remaining: i64,
+        min_life: i64,
+    },
 }
 
 /// An event and when it happened (Unix seconds).
@@ -166,6 +175,15 @@ pub fn sign_blob_failed(e: &Error) {
     push(Event::SignBlobFailed {
         kind: e.kind(),
         message: e.message().to_owned(),
+    });
+}
+
+pub fn stale_served(e: &Error, remaining: i64, min_life: i64) {
+    push(Event::StaleServed {
+        kind: e.kind(),
+        message: e.message().to_owned(),
+        remaining,
+        min_life,
     });
 }
 

@@ -10,6 +10,8 @@
 //! - [`iam`]: the IAM Credentials `signBlob` client; [`retry`]: its backoff.
 //! - [`body`]: size-capped answers, server text redacted for messages.
 //! - [`cache`]: the signed-URL cache that coalesces concurrent misses.
+//! - [`stale`]: stale-if-error, serving a cached URL through an outage.
+//! - [`refresh`]: refresh-ahead of hot URLs in the background.
 //! - [`events`]: retries, refreshes and failures queued for the Ruby logger.
 //! - [`process`]: state that belongs to one process, and the rule that a
 //!   forked child never waits on its parent's locks, flights or tasks.
@@ -37,10 +39,12 @@ pub mod iam;
 pub mod probe;
 pub mod process;
 pub mod process_stats;
+pub mod refresh;
 pub mod request;
 pub mod retry;
 pub mod runtime;
 pub mod signer;
+pub mod stale;
 pub mod stats;
 pub mod token;
 pub mod universe;

@@ -16,10 +16,13 @@ use crate::config;
 use crate::credentials::{self, CredentialOptions};
 use crate::error::{Error, Result};
 use crate::flight::Policy;
+use crate::refresh::{Budget, RefreshConfig};
 use crate::request::{UrlRequest, Version, V4_MAX_EXPIRES};
 use crate::runtime;
+use crate::stale::{Outage, StaleConfig};
 use crate::stats::Stats;
 use crate::{universe, v2, v4};
+use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +44,10 @@ pub struct SignerOptions {
     /// Deadline for one call, network waits and retries included.
     pub timeout: Duration,
     pub clock: Arc<dyn Clock>,
+    /// Stale-if-error (src/stale.rs); `None` turns it off. Needs the cache.
+    pub stale: Option<StaleConfig>,
+    /// Refresh-ahead (src/refresh.rs); off unless given. Needs the cache.
+    pub refresh: Option<RefreshConfig>,
 }
 
 impl Default for SignerOptions {
@@ -50,6 +57,8 @@ impl Default for SignerOptions {
             cache: Some(CacheConfig::default()),
             timeout: DEFAULT_TIMEOUT,
             clock: Arc::new(SystemClock),
+            stale: Some(StaleConfig::default()),
+            refresh: None,
         }
     }
 }
@@ -145,6 +154,21 @@ fn url_matches(plan: &Plan, email: &str, url: &str, expires_at: i64, signed_at: 
             .all(|c| c.is_ascii_alphanumeric() || *c == b'%')
 }
 
+/// What a miss was answered with.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub entry: Arc<Entry>,
+    /// Signing failed with this availability error and `entry` is the stale
+    /// URL cached for the same request (src/stale.rs).
+    pub stale: Option<Error>,
+}
+
+/// Refreshed entries kept for the shared cache level to publish, at most.
+const REFRESHED_CAPACITY: usize = 1024;
+
+/// Entries background refreshes signed, with their plans.
+type Refreshed = Vec<(Plan, Arc<Entry>)>;
+
 #[derive(Debug)]
 struct Inner {
     blob: Arc<dyn BlobSigner>,
@@ -152,6 +176,13 @@ struct Inner {
     stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
     timeout: Duration,
+    stale: Option<StaleConfig>,
+    outage: Outage,
+    refresh: Option<(RefreshConfig, Budget)>,
+    /// Background refreshes that landed, for the shared level (only kept
+    /// once [`UrlSigner::keep_refreshed`] asked for them).
+    refreshed: Mutex<Option<Refreshed>>,
+    refreshed_pending: std::sync::atomic::AtomicBool,
     universe: String,
     /// `storage.<universe>` outside Google's public cloud: the host of a
     /// request that names none (`None`: the request's own default).
@@ -186,6 +217,16 @@ impl UrlSigner {
             Some(config) => Some(UrlCache::new(config, stats.clone())?),
             None => None,
         };
+        if let Some(stale) = &options.stale {
+            stale.validate()?;
+        }
+        if let Some(refresh) = &options.refresh {
+            refresh.validate()?;
+        }
+        let refresh = options.refresh.map(|config| {
+            let budget = Budget::new(&config, options.credentials.quota.max_per_minute);
+            (config, budget)
+        });
         let universe = match options.credentials.universe_domain.as_deref() {
             Some(u) => universe::normalize(u, "the `universe_domain:` option")?,
             None => universe::DEFAULT.to_string(),
@@ -199,6 +240,11 @@ impl UrlSigner {
                 stats,
                 clock: options.clock,
                 timeout: options.timeout,
+                stale: options.stale,
+                outage: Outage::default(),
+                refresh,
+                refreshed: Mutex::new(None),
+                refreshed_pending: Default::default(),
                 universe,
                 storage_host,
             }),
@@ -217,6 +263,41 @@ impl UrlSigner {
 
     pub fn cache_config(&self) -> Option<CacheConfig> {
         self.inner.cache.as_ref().map(|c| *c.config())
+    }
+
+    pub fn stale_config(&self) -> Option<StaleConfig> {
+        self.inner.stale.filter(|_| self.inner.cache.is_some())
+    }
+
+    pub fn refresh_config(&self) -> Option<RefreshConfig> {
+        self.inner
+            .refresh
+            .as_ref()
+            .filter(|_| self.inner.cache.is_some())
+            .map(|r| r.0)
+    }
+
+    /// Keeps the entries background refreshes sign, for
+    /// [`UrlSigner::take_refreshed`] (the shared cache level publishes them).
+    pub fn keep_refreshed(&self) {
+        self.inner.refreshed.lock().get_or_insert_with(Vec::new);
+    }
+
+    /// The entries background refreshes signed since the last call.
+    pub fn take_refreshed(&self) -> Refreshed {
+        if !self.inner.refreshed_pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        // try_lock here and when pushing: after a fork the lock may be held
+        // by a thread that does not exist in the child, and an entry not
+        // published costs nothing but a shared hit elsewhere.
+        match self.inner.refreshed.try_lock() {
+            Some(mut kept) => kept.as_mut().map(std::mem::take).unwrap_or_default(),
+            None => {
+                self.inner.refreshed_pending.store(true, Ordering::Release);
+                Vec::new()
+            }
+        }
     }
 
     /// The signing service account's email; may ask the metadata server.
@@ -361,6 +442,9 @@ impl UrlSigner {
         let cache = self.inner.cache.as_ref().filter(|_| plan.cacheable)?;
         let entry = cache.lookup(&plan.key, &plan.want)?;
         Stats::incr(&self.inner.stats.hits);
+        if self.inner.refresh.is_some() {
+            self.inner.clone().refresh_ahead(cache, plan, &entry);
+        }
         Some(entry)
     }
 
@@ -373,24 +457,61 @@ impl UrlSigner {
     /// [`UrlSigner::sign_planned`], returning the cache entry (expiry and
     /// signing time too) for the shared cache level to publish.
     pub fn sign_planned_entry(&self, plan: Plan, cancel: &Cancel) -> Result<Arc<Entry>> {
+        Ok(self.answer_planned(plan, cancel)?.entry)
+    }
+
+    /// [`UrlSigner::sign_planned_entry`], saying whether the answer is a
+    /// stale URL served because signing failed (stale-if-error).
+    pub fn answer_planned(&self, plan: Plan, cancel: &Cancel) -> Result<Answer> {
         let inner = &self.inner;
         Stats::incr(&inner.stats.misses);
         if let Some(entry) = inner.sign_local(&plan)? {
             inner.store(&plan, entry.clone());
-            return Ok(entry);
+            return Ok(Answer { entry, stale: None });
         }
-        let inner = self.inner.clone();
+        let stale = inner
+            .stale
+            .filter(|_| plan.cacheable && inner.cache.is_some());
+        if let Some(config) = &stale {
+            // A known outage: answer stale at once, one probe per interval.
+            if inner.outage.holding(inner.clock.now_micros(), config) {
+                if let Some(answer) = inner.stale_answer(&plan, config, None) {
+                    return Ok(answer);
+                }
+            }
+        }
+        let signer = self.inner.clone();
         let deadline = self.deadline();
-        runtime::block_on(
+        let plan_for_stale = stale.map(|_| plan.clone());
+        let result = runtime::block_on(
             async move {
-                match inner.cache.as_ref().filter(|_| plan.cacheable) {
-                    None => inner.sign_remote(&plan, deadline).await,
-                    Some(cache) => inner.clone().coalesced(cache, plan, deadline).await,
+                match signer.cache.as_ref().filter(|_| plan.cacheable) {
+                    None => signer.sign_remote(&plan, deadline).await,
+                    Some(cache) => signer.clone().coalesced(cache, plan, deadline).await,
                 }
             },
             cancel,
             Some(deadline + DEADLINE_GRACE),
-        )
+        );
+        match (result, stale, plan_for_stale) {
+            (Ok(entry), _, _) => {
+                if stale.is_some() {
+                    inner.outage.recovered();
+                }
+                Ok(Answer { entry, stale: None })
+            }
+            (Err(e), Some(config), Some(plan)) if e.is_availability() => {
+                inner.outage.failed(inner.clock.now_micros(), &config, &e);
+                match inner.stale_answer(&plan, &config, Some(&e)) {
+                    Some(answer) => Ok(answer),
+                    None => {
+                        Stats::incr(&inner.stats.stale_unavailable);
+                        Err(e)
+                    }
+                }
+            }
+            (Err(e), _, _) => Err(e),
+        }
     }
 
     /// The key of a plan in a cache shared by processes (README "Shared
@@ -445,6 +566,19 @@ impl UrlSigner {
             from_sign_blob: from_sign_blob || self.inner.blob.uses_sign_blob(),
         });
         if !entry.serves(&plan.want) {
+            // Too short for this request, but another process's URL for
+            // exactly this request: keep it (unless the local one works
+            // longer) so that stale-if-error can answer with it if signing
+            // fails (src/stale.rs).
+            if let Some(config) = self.stale_config() {
+                let min_life = config.min_life_for(plan.want.at_least - plan.want.now);
+                if entry.serves_stale(&plan.want, min_life) {
+                    if !url_matches(plan, &email, url, expires_at, signed_at) {
+                        return Adoption::Refused;
+                    }
+                    cache.insert_if_longer(plan.key.clone(), entry);
+                }
+            }
             return Adoption::Stale;
         }
         if !url_matches(plan, &email, url, expires_at, signed_at) {
@@ -499,6 +633,11 @@ impl UrlSigner {
             ("throttled", g(&s.throttled)),
             ("token_fetches", self.inner.blob.token_fetches()),
             ("evictions", g(&s.evictions)),
+            ("stale_served", g(&s.stale_served)),
+            ("stale_unavailable", g(&s.stale_unavailable)),
+            ("refreshes", g(&s.refreshes)),
+            ("refresh_failures", g(&s.refresh_failures)),
+            ("refresh_skipped", g(&s.refresh_skipped)),
             (
                 "entries",
                 self.inner.cache.as_ref().map_or(0, |c| c.len() as u64),
@@ -522,6 +661,88 @@ impl UrlSigner {
 }
 
 impl Inner {
+    /// The stale URL for `plan` if one qualifies (src/stale.rs): counted,
+    /// and a warning with `error` (or the outage's) queued once a minute.
+    fn stale_answer(
+        &self,
+        plan: &Plan,
+        config: &StaleConfig,
+        error: Option<&Error>,
+    ) -> Option<Answer> {
+        let cache = self.cache.as_ref()?;
+        let min_life = config.min_life_for(plan.want.at_least - plan.want.now);
+        let entry = cache.lookup_stale(&plan.key, &plan.want, min_life)?;
+        if entry.serves(&plan.want) {
+            // Another caller's fresh URL landed meanwhile.
+            return Some(Answer { entry, stale: None });
+        }
+        let error = match error {
+            Some(e) => e.clone(),
+            None => self.outage.last_error().unwrap_or_else(|| {
+                Error::new(crate::ErrorKind::Unavailable, "signing is unavailable")
+            }),
+        };
+        Stats::incr(&self.stats.stale_served);
+        if self.outage.warning_due(self.clock.as_ref()) {
+            crate::events::stale_served(&error, entry.usable_until() - plan.want.now, min_life);
+        }
+        Some(Answer {
+            entry,
+            stale: Some(error),
+        })
+    }
+
+    /// After a hit: re-signs `plan`'s key in the background if `entry` is
+    /// about to stop serving the lifetime asked (src/refresh.rs).
+    fn refresh_ahead(self: Arc<Self>, cache: &UrlCache, plan: &Plan, entry: &Entry) {
+        let Some((config, budget)) = self.refresh.as_ref() else {
+            return;
+        };
+        let slack = entry.expires_at - plan.want.at_least;
+        if !self.blob.uses_sign_blob()
+            || !config.due(slack, plan.want.at_most - plan.want.at_least)
+            || cache.flights().is_running(plan.key.as_str())
+        {
+            return;
+        }
+        if !budget.try_take() {
+            Stats::incr(&self.stats.refresh_skipped);
+            return;
+        }
+        let deadline = Instant::now() + self.timeout;
+        let (inner, flying) = (self.clone(), plan.clone());
+        // A flight like a miss's (src/flight.rs): a miss for the same key
+        // meanwhile waits for it instead of signing again.
+        let started = cache
+            .flights()
+            .start(plan.key.as_str(), move || async move {
+                let plan = flying;
+                match inner.sign_remote(&plan, deadline).await {
+                    Ok(entry) => {
+                        inner.store(&plan, entry.clone());
+                        inner.outage.recovered();
+                        if let Some(Some(kept)) = inner.refreshed.try_lock().as_deref_mut() {
+                            if kept.len() < REFRESHED_CAPACITY {
+                                kept.push((plan.clone(), entry.clone()));
+                                inner.refreshed_pending.store(true, Ordering::Release);
+                            }
+                        }
+                        Ok(entry)
+                    }
+                    Err(e) => {
+                        Stats::incr(&inner.stats.refresh_failures);
+                        if let (Some(config), true) = (inner.stale.as_ref(), e.is_availability()) {
+                            inner.outage.failed(inner.clock.now_micros(), config, &e);
+                        }
+                        Err(e)
+                    }
+                }
+            });
+        if started {
+            Stats::incr(&self.stats.refreshes);
+        }
+    }
+
     /// Signs with a local key, if this identity has one.
     fn sign_local(&self, plan: &Plan) -> Result<Option<Arc<Entry>>> {
         // A signBlob signer never signs locally: don't build its string to
@@ -846,5 +1067,215 @@ mod tests {
             b.adopt(&plan, &e.url, e.expires_at, e.signed_at, false),
             Adoption::Stale
         );
+    }
+
+    /// A signBlob-like signer that fails with `fail` while it is set.
+    #[derive(Debug)]
+    struct Flaky {
+        fail: parking_lot::Mutex<Option<crate::ErrorKind>>,
+        calls: std::sync::atomic::AtomicU64,
+    }
+
+    impl BlobSigner for Flaky {
+        fn identity(&self) -> &str {
+            "iam:metadata:flaky"
+        }
+        fn email_now(&self) -> Option<String> {
+            Some("a@p.iam.gserviceaccount.com".into())
+        }
+        fn email(&self) -> BoxFuture<'_, Result<String>> {
+            Box::pin(std::future::ready(Ok("a@p.iam.gserviceaccount.com".into())))
+        }
+        fn sign(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let out = match *self.fail.lock() {
+                Some(kind) => Err(Error::new(kind, "injected")),
+                None => Ok(ring::digest::digest(&ring::digest::SHA256, &payload)
+                    .as_ref()
+                    .repeat(8)),
+            };
+            Box::pin(std::future::ready(out))
+        }
+        fn uses_sign_blob(&self) -> bool {
+            true
+        }
+    }
+
+    fn flaky(
+        stale: Option<StaleConfig>,
+        refresh: Option<RefreshConfig>,
+    ) -> (UrlSigner, Arc<ManualClock>, Arc<Flaky>) {
+        let clock = Arc::new(ManualClock::new(T0 * 1_000_000));
+        let blob = Arc::new(Flaky {
+            fail: parking_lot::Mutex::new(None),
+            calls: Default::default(),
+        });
+        let options = SignerOptions {
+            clock: clock.clone(),
+            stale,
+            refresh,
+            ..SignerOptions::default()
+        };
+        let s = UrlSigner::with_blob_signer(blob.clone(), options, Arc::default()).unwrap();
+        (s, clock, blob)
+    }
+
+    fn answer(s: &UrlSigner, object: &str) -> Result<Answer> {
+        let plan = s.plan(req(Version::V4, object), Expiry::In(600.0), None)?;
+        match s.try_cached(&plan) {
+            Some(entry) => Ok(Answer { entry, stale: None }),
+            None => s.answer_planned(plan, &Cancel::new()),
+        }
+    }
+
+    #[test]
+    fn availability_errors_are_answered_stale_others_raise() {
+        use crate::ErrorKind::*;
+        let no_hold = StaleConfig {
+            probe_interval: 0,
+            ..StaleConfig::default()
+        };
+        for (kind, served) in [
+            (Unavailable, true),
+            (Quota, true),
+            (Timeout, true),
+            (PermissionDenied, false),
+            (ApiDisabled, false),
+            (WorkloadIdentity, false),
+            (Interrupted, false),
+            (Protocol, false),
+        ] {
+            let (s, clock, blob) = flaky(Some(no_hold), None);
+            let fresh = answer(&s, "o").unwrap();
+            assert!(fresh.stale.is_none());
+            clock.advance_micros(120_000_000);
+            *blob.fail.lock() = Some(kind);
+            let got = answer(&s, "o");
+            if served {
+                let got = got.unwrap();
+                assert_eq!(got.entry.url, fresh.entry.url, "{kind:?}");
+                assert_eq!(got.stale.unwrap().kind(), kind);
+                assert_eq!(Stats::get(&s.inner.stats.stale_served), 1);
+            } else {
+                assert_eq!(got.unwrap_err().kind(), kind);
+                assert_eq!(Stats::get(&s.inner.stats.stale_served), 0);
+            }
+            // never a URL for another request
+            assert_eq!(answer(&s, "p").unwrap_err().kind(), kind);
+        }
+        // turned off: raised
+        let (s, clock, blob) = flaky(None, None);
+        answer(&s, "o").unwrap();
+        clock.advance_micros(120_000_000);
+        *blob.fail.lock() = Some(Unavailable);
+        assert_eq!(answer(&s, "o").unwrap_err().kind(), Unavailable);
+    }
+
+    #[test]
+    fn stale_only_with_the_minimum_life_left() {
+        let (s, clock, blob) = flaky(Some(StaleConfig::default()), None);
+        // signed at T0 for 600 s: expires at T0 + 660; min life 60 s
+        answer(&s, "o").unwrap();
+        *blob.fail.lock() = Some(crate::ErrorKind::Unavailable);
+        clock.set_micros((T0 + 600) * 1_000_000);
+        assert!(answer(&s, "o").unwrap().stale.is_some());
+        clock.set_micros((T0 + 601) * 1_000_000);
+        assert_eq!(
+            answer(&s, "o").unwrap_err().kind(),
+            crate::ErrorKind::Unavailable
+        );
+        assert_eq!(Stats::get(&s.inner.stats.stale_unavailable), 1);
+    }
+
+    #[test]
+    fn during_an_outage_one_probe_per_interval() {
+        let (s, clock, blob) = flaky(Some(StaleConfig::default()), None);
+        answer(&s, "o").unwrap();
+        *blob.fail.lock() = Some(crate::ErrorKind::Unavailable);
+        clock.advance_micros(120_000_000);
+        let before = blob.calls.load(Ordering::SeqCst);
+        assert!(answer(&s, "o").unwrap().stale.is_some());
+        let after_first = blob.calls.load(Ordering::SeqCst);
+        assert!(after_first > before);
+        // within the 5 s hold: no call
+        for _ in 0..10 {
+            assert!(answer(&s, "o").unwrap().stale.is_some());
+        }
+        assert_eq!(blob.calls.load(Ordering::SeqCst), after_first);
+        // after it one probe, which succeeds: fresh again
+        *blob.fail.lock() = None;
+        clock.advance_micros(5_000_000);
+        assert!(answer(&s, "o").unwrap().stale.is_none());
+        assert!(blob.calls.load(Ordering::SeqCst) > after_first);
+    }
+
+    #[test]
+    fn refresh_ahead_re_signs_a_hot_entry_once_in_the_background() {
+        let (s, clock, blob) = flaky(None, Some(RefreshConfig::default()));
+        s.keep_refreshed();
+        let first = answer(&s, "o").unwrap().entry;
+        assert_eq!(blob.calls.load(Ordering::SeqCst), 1);
+        // E = 60 s, lead 15 s: a hit 40 s later has 20 s of slack, no refresh
+        clock.advance_micros(40_000_000);
+        answer(&s, "o").unwrap();
+        assert_eq!(Stats::get(&s.inner.stats.refreshes), 0);
+        // 46 s: 14 s of slack, refresh once
+        clock.advance_micros(6_000_000);
+        // (the refresh may land between these hits: either URL serves)
+        for _ in 0..5 {
+            assert!(answer(&s, "o").unwrap().stale.is_none());
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.take_refreshed().is_empty() {
+            assert!(Instant::now() < deadline, "no refresh landed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(Stats::get(&s.inner.stats.refreshes), 1);
+        assert_eq!(blob.calls.load(Ordering::SeqCst), 2);
+        // 60 s after the first signing the old entry no longer serves; the
+        // refreshed one does, with no miss
+        clock.advance_micros(20_000_000);
+        let misses = Stats::get(&s.inner.stats.misses);
+        let hit = answer(&s, "o").unwrap().entry;
+        assert_ne!(hit.url, first.url);
+        assert_eq!(Stats::get(&s.inner.stats.misses), misses);
+    }
+
+    #[test]
+    fn a_shared_url_too_short_for_the_request_is_kept_for_stale_if_error() {
+        let (a, _) = signer("a@p.iam.gserviceaccount.com");
+        let (b, clock, blob) = flaky(Some(StaleConfig::default()), None);
+        let r = req(Version::V4, "o");
+        let e = a
+            .sign_planned_entry(
+                a.plan(r.clone(), Expiry::In(600.0), None).unwrap(),
+                &Cancel::new(),
+            )
+            .unwrap();
+        clock.advance_micros(120_000_000);
+        let plan = b.plan(r.clone(), Expiry::In(600.0), None).unwrap();
+        // another request's URL is refused, not kept
+        let other = a
+            .sign_planned_entry(
+                a.plan(req(Version::V4, "p"), Expiry::In(600.0), None)
+                    .unwrap(),
+                &Cancel::new(),
+            )
+            .unwrap();
+        let refused = b.adopt(&plan, &other.url, e.expires_at, e.signed_at, true);
+        assert_eq!(refused, Adoption::Refused);
+        assert_eq!(adopt_entry(&b, &plan, &e), Adoption::Stale);
+        assert!(b.try_cached(&plan).is_none());
+        *blob.fail.lock() = Some(crate::ErrorKind::Unavailable);
+        let got = b.answer_planned(plan, &Cancel::new()).unwrap();
+        assert_eq!(got.entry.url, e.url);
+        assert!(got.stale.is_some());
+        // with stale-if-error off nothing is kept
+        let (c, clock, blob) = flaky(None, None);
+        clock.advance_micros(120_000_000);
+        let plan = c.plan(r, Expiry::In(600.0), None).unwrap();
+        assert_eq!(adopt_entry(&c, &plan, &e), Adoption::Stale);
+        *blob.fail.lock() = Some(crate::ErrorKind::Unavailable);
+        assert!(c.answer_planned(plan, &Cancel::new()).is_err());
     }
 }

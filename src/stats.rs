@@ -26,6 +26,16 @@ pub struct Stats {
     pub throttled: AtomicU64,
     /// Entries dropped from the cache (expired or over `max_entries`).
     pub evictions: AtomicU64,
+    /// Misses answered with a stale cached URL because signing failed with
+    /// an availability error (src/stale.rs).
+    pub stale_served: AtomicU64,
+    /// Availability errors raised because no cached URL qualified.
+    pub stale_unavailable: AtomicU64,
+    /// Background refreshes started, failed, and skipped for lack of budget
+    /// (src/refresh.rs).
+    pub refreshes: AtomicU64,
+    pub refresh_failures: AtomicU64,
+    pub refresh_skipped: AtomicU64,
 }
 
 impl Stats {

@@ -6,8 +6,10 @@ module GitlabGcsSigner
   # The ActiveSupport::Notifications event instrumented for every
   # Signer#signed_url call while someone subscribes to it. Payload:
   #   cache:   :hit (local cache), :shared_hit (the shared_cache store, or
-  #            another process's signature waited for) or :miss (signed
-  #            here); nil if the arguments were rejected
+  #            another process's signature waited for), :miss (signed
+  #            here) or :stale (signing failed with an availability error
+  #            and the URL cached for the same request was served, see
+  #            STALE_URL_EVENT); nil if the arguments were rejected
   #   method:  "GET", "PUT", ...
   #   bucket:  the bucket name
   #   version: :v4 or :v2
@@ -15,6 +17,14 @@ module GitlabGcsSigner
   # it raised. Never the object name, the URL, its query, a signature or a
   # token. The event's duration is the signing time.
   SIGN_URL_EVENT = "sign_url.gitlab_gcs_signer"
+
+  # Instrumented (when ActiveSupport::Notifications is loaded) for every
+  # stale-if-error answer, listened to or not by SIGN_URL_EVENT. Payload:
+  #   method, bucket, version: as for SIGN_URL_EVENT
+  #   remaining: seconds the served URL still works (at least the minimum)
+  #   error:     the availability error signing failed with (:unavailable,
+  #              :quota, :timeout or :metadata)
+  STALE_URL_EVENT = "stale_url.gitlab_gcs_signer"
 
   # Instrumentation, logging and process-wide stats, beside the signing
   # pipeline: it subscribes to the events Signing emits (signing.rb) and
@@ -41,6 +51,11 @@ module GitlabGcsSigner
       sign_blob_errors_other: "signBlob calls failed for any other reason",
       throttled: "signBlob calls delayed by the client-side quota guard",
       evictions: "signed URLs dropped from the cache (expired or over max_entries)",
+      stale_served: "misses answered with a cached URL for the same request because IAM was unavailable",
+      stale_unavailable: "availability errors raised because no cached URL had the minimum life left",
+      refreshes: "background refresh-ahead signings started",
+      refresh_failures: "background refresh-ahead signings that failed",
+      refresh_skipped: "refresh-ahead signings skipped because their quota share was spent",
       token_refreshes: "access tokens fetched (metadata server or OAuth)",
       token_refresh_errors: "access token fetches that failed",
       log_events_dropped: "log events dropped because the event queue was full"
@@ -93,9 +108,14 @@ module GitlabGcsSigner
       # Signing's event: a call ended (a hit without listeners is not
       # reported). Finishes the ActiveSupport event, and after a miss or an
       # error logs what the core queued meanwhile.
-      def call_finished(started, what, request, status, error)
+      #
+      # +stale+ is [seconds_left, error_kind] for a stale-if-error answer
+      # (status :stale): STALE_URL_EVENT is instrumented for each.
+      def call_finished(started, what, request, status, error, stale = nil)
         finish_event(started, status, error) if started
         return if status == :hit
+
+        stale(request, *stale) if stale
 
         if error.is_a?(Error)
           failed(error, what == :sign_url ? description(request) : what)
@@ -127,6 +147,16 @@ module GitlabGcsSigner
           payload[:exception_object] = error
         end
         instrumenter.finish_with_state(state, SIGN_URL_EVENT, payload)
+      end
+
+      def stale(request, remaining, error)
+        return unless defined?(::ActiveSupport::Notifications)
+
+        ::ActiveSupport::Notifications.instrument(
+          STALE_URL_EVENT,
+          method: verb(request), bucket: request[:bucket], version: version(request), remaining: remaining,
+          error: error
+        )
       end
 
       def description(request)
@@ -167,6 +197,12 @@ module GitlabGcsSigner
           log.warn { "#{PREFIX}access token refresh failed (#{event[:kind]}): #{event[:message]}" }
         when :sign_blob_failed
           log.debug { "#{PREFIX}signBlob failed (#{event[:kind]}): #{event[:message]}" }
+        when :stale_served
+          log.warn do
+            "#{PREFIX}serving cached URLs with less life than asked (this one #{event[:remaining]} s, " \
+              "at least #{event[:min_life]} s) because signing failed (#{event[:kind]}): #{event[:message]}; " \
+              "logged at most once a minute, see the stale_served counter"
+          end
         when :throttled
           log.warn do
             "#{PREFIX}signBlob call delayed by the client-side quota guard " \

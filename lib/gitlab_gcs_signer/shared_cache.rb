@@ -92,10 +92,12 @@ module GitlabGcsSigner
 
     # Steps 2 to 4 of Signing (signing.rb) for a local miss: the URL for the
     # native +plan+ from the store, else signed here (or by the process that
-    # holds the lock) and shared. [url, :shared_hit | :miss].
+    # holds the lock) and shared. [url, :shared_hit | :miss], or
+    # [url, :stale, seconds_left, error_kind] for a stale-if-error answer (a
+    # URL this or another process stored for the same request).
     def fetch_or_sign(native, plan)
       key = breaker_open? ? count_skipped : native.shared_key(plan)
-      return [native.sign_plan(plan)[0], :miss] unless key
+      return answered(native.sign_plan(plan)) unless key
 
       # The braces are a Redis Cluster hash tag: the value and its lock share a
       # slot, so read_multi (MGET) of both works on a cluster too.
@@ -110,6 +112,20 @@ module GitlabGcsSigner
       "#<#{self.class.name} #{@store.class.name} #{@namespace}>"
     end
 
+    # Publishes what background refreshes (refresh_ahead:) signed since the
+    # last call, as sign_and_share does for a miss.
+    def publish_refreshed(native)
+      rows = native.take_refreshed or return
+      rows.each do |plan, url, expires_at, signed_at, from_sign_blob|
+        break if breaker_open?
+
+        key = native.shared_key(plan) or next
+        write("#{@namespace}:{#{key}}", plan, url, expires_at, signed_at, from_sign_blob)
+      end
+    rescue Error
+      nil
+    end
+
     private
 
     # The store's entry for the plan if it serves it; else the lock and a
@@ -118,7 +134,7 @@ module GitlabGcsSigner
       started = now
       url = verified_url(native, plan, store_call { @store.read(value_key, raw: true) })
       return [count(:shared_hits, url), :shared_hit] if url
-      return [sign_and_share(native, plan, value_key), :miss] if breaker_open?
+      return sign_and_share(native, plan, value_key) if breaker_open?
 
       lock_key = "#{value_key}:lock"
       count(:shared_misses)
@@ -133,22 +149,34 @@ module GitlabGcsSigner
       record_store_failure if !breaker_open? && now - started > @options[:slow]
       if locked
         begin
-          [sign_and_share(native, plan, value_key), :miss]
+          sign_and_share(native, plan, value_key)
         ensure
           store_call { @store.delete(lock_key) }
         end
       else
         waited = wait_for_winner(native, plan, value_key, lock_key)
-        waited ? [waited, :shared_hit] : [sign_and_share(native, plan, value_key), :miss]
+        waited ? [waited, :shared_hit] : sign_and_share(native, plan, value_key)
       end
     end
 
-    # Signs (one signBlob, or the local cache if another thread just did)
-    # and shares the result for as long as any request may use it.
-    def sign_and_share(native, plan, value_key)
-      url, expires_at, signed_at, from_sign_blob = native.sign_plan(plan)
-      return url if breaker_open?
+    # [url, :miss] or, for a stale-if-error answer, [url, :stale, seconds_left, error_kind].
+    def answered(signed)
+      signed.size > 4 ? [signed[0], :stale, signed[4], signed[5]] : [signed[0], :miss]
+    end
 
+    # Signs (one signBlob, or the local cache if another thread just did)
+    # and shares the result for as long as any request may use it. A stale
+    # answer (stale-if-error) is already in the store or was taken from it:
+    # not written again.
+    def sign_and_share(native, plan, value_key)
+      signed = native.sign_plan(plan)
+      return answered(signed) if breaker_open? || signed.size > 4
+
+      write(value_key, plan, *signed)
+      answered(signed)
+    end
+
+    def write(value_key, plan, url, expires_at, signed_at, from_sign_blob)
       usable_until = from_sign_blob ? [expires_at, signed_at + SIGN_BLOB_MAX_SERVE].min : expires_at
       ttl = usable_until - plan.now
       if ttl.positive?
@@ -165,7 +193,6 @@ module GitlabGcsSigner
           record_store_failure
         end
       end
-      url
     end
 
     # Polls for the winner's URL while its lock stands, up to the wait.

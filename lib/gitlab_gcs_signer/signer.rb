@@ -27,6 +27,9 @@ module GitlabGcsSigner
     # cache:                  false, or a Hash with extension_ratio:, max_extension:, max_entries:.
     # timeout:                seconds one call may take, retries included.
     # max_sign_blob_per_minute, max_sign_blob_in_flight: the client-side quota guard.
+    # stale_if_error:         true (default), false, or a Hash with min_life:, min_ratio:,
+    #                         probe_interval: (README "Outages").
+    # refresh_ahead:          false (default), true, or a Hash with lead:, max_quota_share:.
     # shared_cache:           nil, an ActiveSupport::Cache::Store (e.g. Rails.cache) or a
     #                         GitlabGcsSigner::SharedCache: signBlob URLs shared by every process.
     # universe_domain:        default ENV["GOOGLE_CLOUD_UNIVERSE_DOMAIN"], else the credentials file's
@@ -60,6 +63,9 @@ module GitlabGcsSigner
       @identity = @native.identity
       @shared_cache = shared_cache_arg(shared_cache, options[:cache],
                                        options.fetch(:timeout, DEFAULTS[:signer][:timeout]))
+      # Background refreshes go to the shared level too.
+      @share_refreshes = !@shared_cache.nil? && !@native.refresh_config.nil?
+      @native.keep_refreshed if @share_refreshes
     end
 
     # Returns a signed URL valid for at least expires_in seconds (or until
@@ -71,7 +77,9 @@ module GitlabGcsSigner
     # bucket_bound_hostname:, v2_path:, timestamp:; README "API") are
     # converted and checked once, natively, into the core's UrlRequest.
     def signed_url(**request)
-      Signing.signed_url(@native, request, @shared_cache)
+      url = Signing.signed_url(@native, request, @shared_cache)
+      @shared_cache.publish_refreshed(@native) if @share_refreshes
+      url
     end
 
     # signed_url for the fog shim: the request Hash built directly, with no
@@ -82,7 +90,9 @@ module GitlabGcsSigner
       request[:headers] = headers if headers
       request[:query] = query if query
       request[:v2_path] = v2_path if v2_path
-      Signing.signed_url(@native, request, @shared_cache)
+      url = Signing.signed_url(@native, request, @shared_cache)
+      @shared_cache.publish_refreshed(@native) if @share_refreshes
+      url
     end
 
     # The string the URL for the same arguments signs: compare it with what
@@ -138,6 +148,18 @@ module GitlabGcsSigner
     def cache_config
       ratio, max_extension, max_entries = @native.cache_config
       ratio && { extension_ratio: ratio, max_extension: max_extension, max_entries: max_entries }
+    end
+
+    # { min_life:, min_ratio:, probe_interval: } or nil when stale-if-error is off.
+    def stale_config
+      min_life, min_ratio, probe_interval = @native.stale_config
+      min_life && { min_life: min_life, min_ratio: min_ratio, probe_interval: probe_interval }
+    end
+
+    # { lead:, max_quota_share: } or nil when refresh-ahead is off.
+    def refresh_config
+      lead, share = @native.refresh_config
+      lead && { lead: lead, max_quota_share: share }
     end
 
     # Test support, not public API (spec/support/manual_clock.rb): a signer

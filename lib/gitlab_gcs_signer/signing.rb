@@ -17,12 +17,14 @@ module GitlabGcsSigner
   #
   #   call_started(what, request) -> a value handed back to call_finished
   #                                  (nil when the subscriber needs none)
-  #   call_finished(started, what, request, status, error)
+  #   call_finished(started, what, request, status, error, stale = nil)
   #
   # +what+ is :sign_url (+request+ Signer#signed_url's keywords) or a String
   # naming another signer call ("signBlob", ...; +request+ nil); +status+ is
-  # :hit, :shared_hit or :miss, or nil when the call failed before reaching
-  # the signer (rejected arguments); +error+ is the exception raised, if any.
+  # :hit, :shared_hit, :miss or :stale (a stale-if-error answer; +stale+ is
+  # then [seconds_left, error_kind]), or nil when the call failed before
+  # reaching the signer (rejected arguments); +error+ is the exception
+  # raised, if any.
   # A cache hit that call_started returned nil for is not reported at all:
   # the hit path stays one native call.
   module Signing
@@ -38,12 +40,13 @@ module GitlabGcsSigner
         unless shared || started
           # The cache-hit path: one native call, and no event for a hit.
           begin
-            url, hit = native.signed_url_with_status(request) # steps 1, 3 and 4
+            # [url, :hit | :miss] or [url, :stale, seconds_left, error_kind]
+            url, status, *stale = native.signed_url_with_status(request) # steps 1, 3 and 4
           rescue Exception => e # any exception: reported, then re-raised
             @subscriber&.call_finished(nil, :sign_url, request, e.is_a?(Error) ? :miss : nil, e)
             raise
           end
-          @subscriber&.call_finished(nil, :sign_url, request, :miss, nil) unless hit
+          @subscriber&.call_finished(nil, :sign_url, request, status, nil, stale.empty? ? nil : stale) unless status == :hit
           return url
         end
 
@@ -54,17 +57,16 @@ module GitlabGcsSigner
               url = found
               status = :hit
             else
-              url, status = shared.fetch_or_sign(native, found) # steps 2 to 4
+              url, status, *stale = shared.fetch_or_sign(native, found) # steps 2 to 4
             end
           else
-            url, hit = native.signed_url_with_status(request)
-            status = hit ? :hit : :miss
+            url, status, *stale = native.signed_url_with_status(request)
           end
         rescue Exception => e # any exception: reported, then re-raised
           @subscriber&.call_finished(started, :sign_url, request, e.is_a?(Error) ? :miss : nil, e)
           raise
         end
-        @subscriber&.call_finished(started, :sign_url, request, status, nil)
+        @subscriber&.call_finished(started, :sign_url, request, status, nil, stale.nil? || stale.empty? ? nil : stale)
         url
       end
 

@@ -93,7 +93,7 @@ RSpec.describe "sign_url.gitlab_gcs_signer instrumentation", :emulator do
       seen << [:started, what]
       :handle
     end
-    recorder.define_singleton_method(:call_finished) do |started, what, _args, status, error|
+    recorder.define_singleton_method(:call_finished) do |started, what, _args, status, error, _stale = nil|
       seen << [:finished, started, what, status, error&.class]
     end
     GitlabGcsSigner::Signing.subscriber = recorder

@@ -284,7 +284,8 @@ impl MetadataClient {
                     self.host,
                     e.message()
                 ),
-            ),
+            )
+            .from_outage(),
             _ => e,
         })
     }

@@ -127,7 +127,9 @@ use gcs_signer::cache::CacheConfig;
 use gcs_signer::config;
 use gcs_signer::credentials::CredentialOptions;
 use gcs_signer::encoding;
+use gcs_signer::refresh::RefreshConfig;
 use gcs_signer::signer::{Expiry, SignerOptions};
+use gcs_signer::stale::StaleConfig;
 use gcs_signer::{UrlRequest, UrlStyle, Version};
 use magnus::rb_sys::AsRawValue;
 use magnus::{Float, Integer, StaticSymbol};
@@ -158,7 +160,7 @@ const REQUEST_KEYS: [&str; 14] = [
     "timestamp",
 ];
 
-const SIGNER_KEYS: [&str; 12] = [
+const SIGNER_KEYS: [&str; 14] = [
     "credentials",
     "service_account_email",
     "metadata_host",
@@ -171,6 +173,8 @@ const SIGNER_KEYS: [&str; 12] = [
     "clock",
     "universe_domain",
     "universe_domain_from_metadata",
+    "stale_if_error",
+    "refresh_ahead",
 ];
 
 const CACHE_KEYS: [&str; 3] = ["extension_ratio", "max_extension", "max_entries"];
@@ -574,6 +578,80 @@ fn cache_config(ruby: &Ruby, value: Value) -> Result<Option<CacheConfig>, Error>
 
 /// `Signer.new`'s keyword Hash (without `shared_cache:`, which Ruby
 /// keeps) as the core's options.
+/// `stale_if_error:` true, false/nil, or a Hash of min_life:, min_ratio:,
+/// probe_interval: (src/stale.rs checks the values).
+fn stale_config(ruby: &Ruby, value: Value) -> Result<Option<StaleConfig>, Error> {
+    let mut config = StaleConfig::default();
+    let Some(hash) = option_hash(ruby, value, "stale_if_error")? else {
+        return Ok(None);
+    };
+    hash.foreach(|key: Value, value: Value| {
+        match symbol_name(key).as_deref() {
+            Some("min_life") => config.min_life = i64::try_convert(value)?,
+            Some("min_ratio") => config.min_ratio = f64::try_convert(value)?,
+            Some("probe_interval") => config.probe_interval = i64::try_convert(value)?,
+            _ => {
+                let shown = inspect(key);
+                return Err(arg_error(
+                    ruby,
+                    format!("unknown stale_if_error option: {shown}"),
+                ));
+            }
+        }
+        Ok(magnus::r_hash::ForEach::Continue)
+    })?;
+    config.validate().map_err(|e| core_error(ruby, e))?;
+    Ok(Some(config))
+}
+
+/// `refresh_ahead:` true, false/nil, or a Hash of lead:, max_quota_share:
+/// (src/refresh.rs checks the values).
+fn refresh_config(ruby: &Ruby, value: Value) -> Result<Option<RefreshConfig>, Error> {
+    let mut config = RefreshConfig::default();
+    let Some(hash) = option_hash(ruby, value, "refresh_ahead")? else {
+        return Ok(None);
+    };
+    hash.foreach(|key: Value, value: Value| {
+        match symbol_name(key).as_deref() {
+            Some("lead") => config.lead = f64::try_convert(value)?,
+            Some("max_quota_share") => config.max_quota_share = f64::try_convert(value)?,
+            _ => {
+                let shown = inspect(key);
+                return Err(arg_error(
+                    ruby,
+                    format!("unknown refresh_ahead option: {shown}"),
+                ));
+            }
+        }
+        Ok(magnus::r_hash::ForEach::Continue)
+    })?;
+    config.validate().map_err(|e| core_error(ruby, e))?;
+    Ok(Some(config))
+}
+
+/// None for false/nil, an empty Hash for true, the Hash itself otherwise.
+fn option_hash(ruby: &Ruby, value: Value, name: &str) -> Result<Option<RHash>, Error> {
+    if value.is_nil() || value.as_raw() == ruby.qfalse().as_value().as_raw() {
+        return Ok(None);
+    }
+    if value.as_raw() == ruby.qtrue().as_value().as_raw() {
+        return Ok(Some(ruby.hash_new()));
+    }
+    RHash::from_value(value).map(Some).ok_or_else(|| {
+        arg_error(
+            ruby,
+            format!(
+                "{name}: give true, false or a Hash, not {}",
+                class_name(value)
+            ),
+        )
+    })
+}
+
+fn symbol_name(key: Value) -> Option<String> {
+    magnus::Symbol::from_value(key).and_then(|s| s.name().ok().map(|n| n.into_owned()))
+}
+
 pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> {
     let hash = keywords(ruby, hash, "Signer.new")?;
     let n = names();
@@ -641,6 +719,8 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
             }
             10 => credentials.universe_domain = opt(ruby, value, "universe_domain")?,
             11 => credentials.universe_from_metadata = value.to_bool(),
+            12 => options.stale = stale_config(ruby, value)?,
+            13 => options.refresh = refresh_config(ruby, value)?,
             _ => {
                 if !value.is_nil() {
                     let clock = <&ManualClock>::try_convert(value).map_err(|_| {

@@ -74,6 +74,18 @@ fn drain_events(ruby: &Ruby) -> Result<RArray, Error> {
                 h.aset(sym("type"), sym("throttled"))?;
                 h.aset(sym("reason"), sym(reason))?;
             }
+            Event::StaleServed {
+                kind,
+                message,
+                remaining,
+                min_life,
+            } => {
+                h.aset(sym("type"), sym("stale_served"))?;
+                h.aset(sym("kind"), sym(events::kind_name(kind)))?;
+                h.aset(sym("message"), message)?;
+                h.aset(sym("remaining"), remaining)?;
+                h.aset(sym("min_life"), min_life)?;
+            }
         }
         list.push(h)?;
     }

@@ -6,9 +6,10 @@ use crate::convert::{signer_options, url_request, Request};
 use crate::nogvl::{guarded, without_gvl};
 use crate::observe::Registration;
 use gcs_signer::signer::{Adoption, Lookup, Plan as CorePlan};
-use gcs_signer::UrlSigner;
+use gcs_signer::{Error as CoreError, UrlSigner};
 use magnus::{
-    function, method, prelude::*, Error, IntoValue, RHash, RModule, RString, Ruby, Symbol, Value,
+    function, method, prelude::*, Error, IntoValue, RArray, RHash, RModule, RString, Ruby, Symbol,
+    Value,
 };
 
 #[magnus::wrap(class = "GitlabGcsSigner::Native::Signer", free_immediately, size)]
@@ -45,19 +46,33 @@ impl Signer {
         Ok(Self::sign(ruby, rb_self, request)?.0)
     }
 
-    /// signed_url_with_status(same arguments) -> [url, cache_hit]: whether
-    /// the cache answered, known exactly here (comparing stats before and
-    /// after would race with other threads). The Ruby layer uses it for
-    /// instrumentation and to drain log events after misses only.
+    /// signed_url_with_status(same arguments) -> [url, status]: :hit (the
+    /// cache answered), :miss (signed now) or, for a stale-if-error answer,
+    /// [url, :stale, seconds_left, error_kind]. Known exactly here
+    /// (comparing stats before and after would race with other threads).
+    /// The Ruby layer uses it for instrumentation and to drain log events
+    /// after misses only.
     fn signed_url_with_status(
         ruby: &Ruby,
         rb_self: &Self,
         request: Value,
-    ) -> Result<(RString, bool), Error> {
-        Self::sign(ruby, rb_self, request)
+    ) -> Result<RArray, Error> {
+        let (url, status) = Self::sign(ruby, rb_self, request)?;
+        let out = ruby.ary_new_capa(4);
+        out.push(url)?;
+        match status {
+            Status::Hit => out.push(ruby.to_symbol("hit"))?,
+            Status::Miss => out.push(ruby.to_symbol("miss"))?,
+            Status::Stale(left, error) => {
+                out.push(ruby.to_symbol("stale"))?;
+                out.push(left)?;
+                out.push(ruby.to_symbol(gcs_signer::events::kind_name(error.kind())))?;
+            }
+        }
+        Ok(out)
     }
 
-    fn sign(ruby: &Ruby, rb_self: &Self, request: Value) -> Result<(RString, bool), Error> {
+    fn sign(ruby: &Ruby, rb_self: &Self, request: Value) -> Result<(RString, Status), Error> {
         let Request {
             req,
             expiry,
@@ -67,11 +82,16 @@ impl Signer {
         // A hit is answered with the GVL held: it costs microseconds, less
         // than releasing and retaking the GVL.
         let plan = match guarded(ruby, || signer.lookup(req, expiry, timestamp))? {
-            Lookup::Hit(hit) => return Ok((ruby.str_new(&hit.url), true)),
+            Lookup::Hit(hit) => return Ok((ruby.str_new(&hit.url), Status::Hit)),
             Lookup::Miss(plan) => *plan,
         };
-        let url = without_gvl(ruby, move |cancel| signer.sign_planned(plan, cancel))?;
-        Ok((ruby.str_new(&url), false))
+        let now = plan.now();
+        let answer = without_gvl(ruby, move |cancel| signer.answer_planned(plan, cancel))?;
+        let status = match answer.stale {
+            None => Status::Miss,
+            Some(e) => Status::Stale(answer.entry.usable_until() - now, e),
+        };
+        Ok((ruby.str_new(&answer.entry.url), status))
     }
 
     /// lookup(same arguments as signed_url) -> the locally cached URL, or a
@@ -100,21 +120,64 @@ impl Signer {
     }
 
     /// sign_plan(plan) -> [url, expires_at, signed_at, from_sign_blob], also
-    /// kept in the local cache.
-    fn sign_plan(
-        ruby: &Ruby,
-        rb_self: &Self,
-        plan: &Plan,
-    ) -> Result<(RString, i64, i64, bool), Error> {
+    /// kept in the local cache; for a stale-if-error answer (not to be
+    /// published again) [url, expires_at, signed_at, from_sign_blob,
+    /// seconds_left, error_kind].
+    fn sign_plan(ruby: &Ruby, rb_self: &Self, plan: &Plan) -> Result<RArray, Error> {
         let signer = &rb_self.0;
         let plan = plan.0.clone();
-        let entry = without_gvl(ruby, move |cancel| signer.sign_planned_entry(plan, cancel))?;
-        Ok((
-            ruby.str_new(&entry.url),
-            entry.expires_at,
-            entry.signed_at,
-            entry.from_sign_blob,
-        ))
+        let now = plan.now();
+        let answer = without_gvl(ruby, move |cancel| signer.answer_planned(plan, cancel))?;
+        let entry = &answer.entry;
+        let out = ruby.ary_new_capa(6);
+        out.push(ruby.str_new(&entry.url))?;
+        out.push(entry.expires_at)?;
+        out.push(entry.signed_at)?;
+        out.push(entry.from_sign_blob)?;
+        if let Some(e) = answer.stale {
+            out.push(entry.usable_until() - now)?;
+            out.push(ruby.to_symbol(gcs_signer::events::kind_name(e.kind())))?;
+        }
+        Ok(out)
+    }
+
+    /// keep_refreshed -> nil: keep what background refreshes sign for
+    /// take_refreshed (the shared cache publishes it).
+    fn keep_refreshed(&self) {
+        self.0.keep_refreshed();
+    }
+
+    /// take_refreshed -> [[plan, url, expires_at, signed_at, from_sign_blob], ...]
+    /// signed by background refreshes since the last call, or nil (no
+    /// allocation: it runs after every call while refreshes are shared).
+    fn take_refreshed(ruby: &Ruby, rb_self: &Self) -> Result<Option<RArray>, Error> {
+        let taken = rb_self.0.take_refreshed();
+        if taken.is_empty() {
+            return Ok(None);
+        }
+        let out = ruby.ary_new_capa(taken.len());
+        for (plan, entry) in taken {
+            let row = ruby.ary_new_capa(5);
+            row.push(Plan(plan))?;
+            row.push(ruby.str_new(&entry.url))?;
+            row.push(entry.expires_at)?;
+            row.push(entry.signed_at)?;
+            row.push(entry.from_sign_blob)?;
+            out.push(row)?;
+        }
+        Ok(Some(out))
+    }
+
+    /// [min_life, min_ratio, probe_interval] or nil.
+    fn stale_config(&self) -> Option<(i64, f64, i64)> {
+        self.0
+            .stale_config()
+            .map(|c| (c.min_life, c.min_ratio, c.probe_interval))
+    }
+
+    /// [lead, max_quota_share] or nil.
+    fn refresh_config(&self) -> Option<(f64, f64)> {
+        self.0.refresh_config().map(|c| (c.lead, c.max_quota_share))
     }
 
     /// adopt(plan, url, expires_at, signed_at, from_sign_blob) -> :taken
@@ -188,6 +251,14 @@ impl Signer {
     }
 }
 
+/// How a signed_url call was answered.
+enum Status {
+    Hit,
+    Miss,
+    /// A stale URL with this many seconds left; signing failed with this error.
+    Stale(i64, CoreError),
+}
+
 pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let class = native.define_class("Signer", ruby.class_object())?;
     class.define_singleton_method("new", function!(Signer::new, 1))?;
@@ -201,6 +272,10 @@ pub fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("shared_key", method!(Signer::shared_key, 1))?;
     class.define_method("sign_plan", method!(Signer::sign_plan, 1))?;
     class.define_method("adopt", method!(Signer::adopt, 5))?;
+    class.define_method("keep_refreshed", method!(Signer::keep_refreshed, 0))?;
+    class.define_method("take_refreshed", method!(Signer::take_refreshed, 0))?;
+    class.define_method("stale_config", method!(Signer::stale_config, 0))?;
+    class.define_method("refresh_config", method!(Signer::refresh_config, 0))?;
     let plan = native.define_class("Plan", ruby.class_object())?;
     plan.undef_default_alloc_func();
     plan.define_method("now", method!(Plan::now, 0))?;

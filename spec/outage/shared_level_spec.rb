@@ -1,0 +1,111 @@
+# frozen_string_literal: true
+
+require "json"
+
+# Stale-if-error and refresh-ahead with the shared (Redis) level: a URL
+# another process stored counts as a stale answer for exactly the same
+# request, and a background refresh is published to the store.
+RSpec.describe "outages with the shared cache level", :emulator, :redis do
+  let(:redis) { RedisServer.shared }
+  let(:bucket) { "gitlab-uploads" }
+  let(:object) { "uploads/7/shared.pdf" }
+  let(:clock) { GitlabGcsSigner::Testing::ManualClock.new(Time.now.to_i) }
+  let(:t0) { clock.now }
+
+  before do
+    redis.client.flushdb
+    emulator.client.put_object(bucket, object, "pdf")
+  end
+
+  # One Puma process: its own local cache, its own store connection.
+  def process_signer(**options)
+    keyless_signer(shared_cache: GitlabGcsSigner::SharedCache.new(redis.cache_store), clock: clock, timeout: 1.5,
+                   **options)
+  end
+
+  def download(signer, name: object)
+    signer.signed_url(bucket: bucket, object: name, expires_in: 600,
+                      query: { "response-content-disposition" => "attachment" })
+  end
+
+  # A 503 outage ends in ServiceUnavailableError, or TimeoutError when the
+  # deadline passes during a retry (a loaded machine).
+  def raise_unavailable
+    raise_error(GitlabGcsSigner::Error) do |e|
+      expect(e).to be_a(GitlabGcsSigner::ServiceUnavailableError).or be_a(GitlabGcsSigner::TimeoutError)
+    end
+  end
+
+  def stored
+    client = redis.client
+    client.keys("gitlab_gcs_signer:v1:*").reject { |k| k.end_with?(":lock") }.to_h do |k|
+      [k, JSON.parse(client.get(k))]
+    end
+  end
+
+  def accepted?(url)
+    emulator.configure("now_override" => clock.now)
+    gcs(url).code == "200"
+  ensure
+    emulator.configure("now_override" => nil)
+  end
+
+  it "serves another process's stored URL for the same request when signing fails" do
+    url = download(process_signer)
+    before = stored
+    clock.advance(120) # the stored URL has 540 s left: stale for a 600 s request
+    emulator.configure("iam" => { "rate_503" => 1.0 })
+    other = process_signer
+    expect(download(other)).to eq(url)
+    expect(other.stats).to include(stale_served: 1, shared_stale: 1, shared_rejected: 0, shared_writes: 0)
+    expect(stored).to eq(before) # a stale answer is not written back
+    expect(accepted?(url)).to be(true)
+  end
+
+  it "does not serve another process's URL with less than the minimum life left" do
+    download(process_signer)
+    clock.advance(601) # 59 s left
+    emulator.configure("iam" => { "rate_503" => 1.0 })
+    other = process_signer
+    expect { download(other) }.to raise_unavailable
+    expect(other.stats).to include(stale_served: 0)
+  end
+
+  it "never serves a stored URL of another request, even under this request's key" do
+    first = process_signer
+    download(first)
+    download(first, name: "uploads/8/other.pdf")
+    entries = stored
+    mine = entries.keys.find { |k| entries[k]["url"].include?("shared.pdf") }
+    theirs = entries.keys.find { |k| entries[k]["url"].include?("other.pdf") }
+    redis.client.set(mine, JSON.generate(entries[theirs]))
+    clock.advance(120)
+    emulator.configure("iam" => { "rate_503" => 1.0 })
+    other = process_signer
+    expect { download(other) }.to raise_unavailable
+    expect(other.stats).to include(stale_served: 0, shared_rejected: 1)
+  end
+
+  it "publishes a background refresh to the store, so other processes hit it" do
+    hot = process_signer(refresh_ahead: true)
+    first = download(hot) # expires t0 + 660: serves 600 s requests until t0 + 60
+    clock.set(t0 + 50) # 10 s of slack < 25% of E = 15 s: refresh in the background
+    expect(download(hot)).to eq(first)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 5
+    sleep 0.01 until hot.stats[:entries] == 1 && emulator.stats["sign_blob_calls"] == 2 &&
+                     (download(hot) && stored.values.first["expires_at"] == t0 + 710) ||
+                     Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+    expect(stored.values.map { |v| v["expires_at"] }).to eq([t0 + 710])
+    expect(hot.stats).to include(refreshes: 1, misses: 1)
+
+    clock.set(t0 + 61) # the first URL no longer serves; the refreshed one does
+    other = process_signer
+    refreshed = download(other)
+    expect(refreshed).not_to eq(first)
+    expect(other.stats).to include(shared_hits: 1, misses: 0, sign_blob_calls: 0)
+    expect(download(hot)).to eq(refreshed)
+    expect(hot.stats[:misses]).to eq(1)
+    expect(emulator.stats["sign_blob_calls"]).to eq(2)
+    expect(accepted?(refreshed)).to be(true)
+  end
+end
