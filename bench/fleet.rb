@@ -106,8 +106,12 @@ def worker(events, emulator, redis_url, shared, base, cmd, done)
     require "active_support"
     require "active_support/cache"
     require "active_support/cache/redis_cache_store"
-    store = ActiveSupport::Cache::RedisCacheStore.new(url: redis_url, connect_timeout: 0.2, read_timeout: 0.2,
-                                                      write_timeout: 0.2, reconnect_attempts: 0)
+    require "redis"
+    # A client of its own and no store-built pool (ActiveSupport 7.2 with
+    # connection_pool 3 cannot build one from url:, rails/rails#56461).
+    redis = Redis.new(url: redis_url, connect_timeout: 0.2, read_timeout: 0.2, write_timeout: 0.2,
+                      reconnect_attempts: 0)
+    store = ActiveSupport::Cache::RedisCacheStore.new(redis: redis, pool: false)
     shared_cache = GitlabGcsSigner::SharedCache.new(store)
   end
   signer = GitlabGcsSigner::Testing.signer(metadata_host: emulator.host, iam_endpoint: emulator.url, clock: clock,
