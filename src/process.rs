@@ -346,7 +346,7 @@ mod tests {
     use super::test_mock::{Mock, Resp};
     use crate::cancel::Cancel;
     use crate::credentials::{discover_with, CredentialOptions};
-    use crate::request::{UrlRequest, UrlStyle, Version};
+    use crate::request::{UrlRequest, Version};
     use crate::signer::{Expiry, SignerOptions, UrlSigner};
     use crate::stats::Stats;
     use std::collections::HashMap;
@@ -423,18 +423,7 @@ mod tests {
     }
 
     fn url(s: &UrlSigner, object: &str) -> crate::Result<String> {
-        let req = UrlRequest {
-            version: Version::V4,
-            method: "GET".into(),
-            bucket: "b".into(),
-            object: object.into(),
-            headers: vec![],
-            query: vec![],
-            scheme: "https".into(),
-            host: None,
-            style: UrlStyle::Path,
-            v2_path: None,
-        };
+        let req = UrlRequest::new(Version::V4, "b", object);
         s.signed_url(req, Expiry::In(600.0), None, &Cancel::new())
     }
 

@@ -157,7 +157,7 @@ mod tests {
     use crate::blob::{BlobSigner, BoxFuture};
     use crate::cancel::Cancel;
     use crate::error::Result;
-    use crate::request::{UrlRequest, UrlStyle, Version};
+    use crate::request::{UrlRequest, Version};
     use crate::signer::{Expiry, SignerOptions};
     use std::sync::Arc;
 
@@ -193,18 +193,7 @@ mod tests {
     }
 
     fn sign(signer: &UrlSigner, object: &str) {
-        let req = UrlRequest {
-            version: Version::V4,
-            method: "GET".into(),
-            bucket: "b".into(),
-            object: object.into(),
-            headers: vec![],
-            query: vec![],
-            scheme: "https".into(),
-            host: None,
-            style: UrlStyle::Path,
-            v2_path: None,
-        };
+        let req = UrlRequest::new(Version::V4, "b", object);
         signer
             .signed_url(req, Expiry::In(600.0), None, &Cancel::new())
             .unwrap();
