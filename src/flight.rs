@@ -354,7 +354,11 @@ mod tests {
             s.fetch_add(1, Ordering::SeqCst);
             Ok(1)
         }));
-        std::thread::sleep(Duration::from_millis(300));
+        // Polled: on a loaded machine the runtime may take a while to run it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sent.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(sent.load(Ordering::SeqCst), 1);
     }
 

@@ -49,7 +49,9 @@
 //! The test of the rule is at the bottom of this file: it forks while other
 //! threads hold each kind of per-process lock and have a `signBlob` call and
 //! a token refresh in flight, and the child signs (cache hit and miss, with
-//! a key file and keyless) within a second.
+//! a key file and keyless) at once: within a few tenths of a second on an
+//! idle machine (the test allows 5 s for a loaded one, and kills a child
+//! still running after 10 s as hung).
 //!
 //! A fork that bypasses `pthread_atfork` (a raw `clone` system call; Ruby,
 //! Puma and Sidekiq use libc's `fork`) is caught by [`verify`], which the
@@ -475,7 +477,10 @@ mod tests {
         crate::process_stats::totals();
         crate::process_stats::live_signers();
         match started.elapsed() {
-            t if t > Duration::from_secs(1) => Err(format!("took {t:?}")),
+            // About 0.1-0.3 s on an idle machine (bench/fork_stress.rb);
+            // 5 s leaves room for a loaded 2-core CI machine. A child that
+            // waited on its parent's lock would never finish.
+            t if t > Duration::from_secs(5) => Err(format!("took {t:?}")),
             _ => Ok(()),
         }
     }
@@ -483,8 +488,8 @@ mod tests {
     /// The rule (module docs): forks while other threads hold every kind
     /// of per-process lock, the runtime's workers are busy, a `signBlob`
     /// call and a token refresh are in flight and a `ProcessLocal` is being
-    /// built; the child signs (hit and miss, keyed and keyless) within a
-    /// second, and the parent goes on afterwards.
+    /// built; the child signs (hit and miss, keyed and keyless) at once
+    /// (see the module docs for the bound), and the parent goes on afterwards.
     #[test]
     fn a_child_never_waits_on_its_parent() {
         let (slow_token, slow_sign) = (Arc::new(AtomicBool::new(false)), Arc::default());
