@@ -21,7 +21,7 @@ RSpec.describe "stale-if-error", :emulator do
   before { emulator.client.put_object(bucket, object, "pdf") }
 
   def signer(**options)
-    keyless_signer(clock: clock, timeout: 1.5, **options)
+    keyless_signer(clock: clock, timeout: 3, **options)
   end
 
   def download(signer, expires_in: 600, name: object, query: { "response-content-disposition" => "attachment" },

@@ -188,38 +188,38 @@ where
     // `..._gvl2`, not `rb_thread_call_without_gvl`: the latter checks Ruby's
     // pending interrupts before and after the call and raises them by
     // longjmp, which would skip `leave()` (the signal watcher would then
-    // count a waiter for ever) and Rust's drops. `..._gvl2` only returns;
-    // the pending exception is raised below, once the wait is accounted for.
-    unsafe {
-        rb_sys::rb_thread_call_without_gvl2(
-            Some(run::<F, Result<T, CoreError>>),
-            &mut call as *mut Call<F, Result<T, CoreError>> as *mut c_void,
-            Some(unblock),
-            &cancel as *const Cancel as *mut c_void,
-        );
-    }
+    // count a waiter for ever) and Rust's drops. `..._gvl2` only returns:
+    // without running `func` when an interrupt is pending (a timer tick or
+    // another thread's request counts too), so those are processed here
+    // (raising, through magnus, only a real exception) and the call is made
+    // again; a pending exception is raised once the wait is accounted for.
+    let outcome = loop {
+        unsafe {
+            rb_sys::rb_thread_call_without_gvl2(
+                Some(run::<F, Result<T, CoreError>>),
+                &mut call as *mut Call<F, Result<T, CoreError>> as *mut c_void,
+                Some(unblock),
+                &cancel as *const Cancel as *mut c_void,
+            );
+        }
+        if let Some(result) = call.result.take() {
+            break Ok(result);
+        }
+        if let Err(e) = ruby.thread_check_ints() {
+            break Err(e);
+        }
+    };
     leave();
-    match call.result {
-        Some(Ok(Ok(value))) => Ok(value),
-        Some(Ok(Err(err))) => {
+    match outcome? {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => {
             if err.kind() == ErrorKind::Interrupted {
                 // Raise what Ruby had pending (Timeout::Error, a kill, Interrupt).
                 ruby.thread_check_ints()?;
             }
             Err(errors::to_ruby(ruby, err))
         }
-        Some(Err(panic)) => Err(errors::panic_to_ruby(ruby, panic)),
-        // Ruby interrupted the thread before the function ran at all.
-        None => {
-            ruby.thread_check_ints()?;
-            Err(errors::to_ruby(
-                ruby,
-                CoreError::new(
-                    ErrorKind::Interrupted,
-                    "the call was interrupted before it started",
-                ),
-            ))
-        }
+        Err(panic) => Err(errors::panic_to_ruby(ruby, panic)),
     }
 }
 
