@@ -34,14 +34,16 @@ module GitlabGcsSigner
       attr_reader :version, :sign_keyed, :generation
 
       # Globally off (`GitlabGcsSigner::Fog.enabled = false`, or
-      # GITLAB_GCS_SIGNER_DISABLE=1) sends every call back to fog's own code.
+      # GITLAB_GCS_SIGNER_DISABLE=1 when install! runs) sends every call back
+      # to fog's own code. Connections re-check it only when the generation
+      # changes: nothing of this is read on a cache hit.
       def enabled=(value)
         @enabled = value
         @generation += 1
       end
 
       def enabled
-        @enabled != false && ENV["GITLAB_GCS_SIGNER_DISABLE"].to_s.empty?
+        @enabled != false && !@env_disabled
       end
 
       # signer:     the signer for connections without a private key.
@@ -62,6 +64,7 @@ module GitlabGcsSigner
           @version = version
           @sign_keyed = sign_keyed
           @enabled = true if @enabled.nil?
+          @env_disabled = !ENV["GITLAB_GCS_SIGNER_DISABLE"].to_s.empty?
           @generation += 1
           patch_real_class
         end
@@ -231,20 +234,23 @@ module GitlabGcsSigner
         return nil if @gitlab_gcs_signer == false
 
         fog = GitlabGcsSigner::Fog
-        return nil unless fog.enabled
-
         auth = @storage_json&.authorization
         default = fog.signer
         if @gcs_signer_generation == fog.generation && @gcs_signer_auth.equal?(auth) && @gcs_signer_default.equal?(default)
           return @gcs_signer_chosen
         end
 
-        chosen = fog.signer_for(auth, gcs_signer_universe)
+        generation = fog.generation
+        chosen = fog.enabled ? fog.signer_for(auth, gcs_signer_universe) : nil
+        version = fog.version || :v2
         @gcs_signer_generation = nil # set last: a concurrent reader never sees a half-written memo
         @gcs_signer_auth = auth
         @gcs_signer_default = default
         @gcs_signer_chosen = chosen
-        @gcs_signer_generation = fog.generation
+        # What every URL of this connection passes along, worked out once.
+        @gcs_signer_version = version
+        @gcs_signer_v2_path = version == :v2 ? fog.v2_path_encoding : nil
+        @gcs_signer_generation = generation
         chosen
       end
 
@@ -261,12 +267,11 @@ module GitlabGcsSigner
         raise ArgumentError, "bucket_name is required" unless bucket_name
         raise ArgumentError, "object_name is required" unless object_name
 
-        version = GitlabGcsSigner::Fog.version || :v2
         signer.fog_signed_url(
-          version, method, scheme, @host, bucket_name.to_s, object_name.to_s,
+          @gcs_signer_version, method, scheme, @host, bucket_name.to_s, object_name.to_s,
           headers.nil? || headers.empty? ? nil : headers.transform_keys(&:to_s),
           query.nil? || query.empty? ? nil : gcs_signer_query(query),
-          expires, version == :v2 ? GitlabGcsSigner::Fog.v2_path_encoding : nil
+          expires, @gcs_signer_v2_path
         )
       end
 
