@@ -621,72 +621,97 @@ fn bad_body(email: &str) -> Error {
 
 fn map_error(status: u16, body: &str, email: &str) -> Error {
     let env = envelope(body);
-    let google = if env.message.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", env.message)
-    };
-    let label = if env.status.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status} {}", env.status)
-    };
-    let has_reason = |r: &str| env.reasons.iter().any(|x| x == r);
+    let detail = env.detail(status);
     let (kind, text) = match status {
         400 if env.message.contains("Invalid form of account ID") => (
             ErrorKind::WorkloadIdentity,
             format!(
-                "signBlob rejected the account `{email}` ({label}{google}). A `.svc.id.goog` \
+                "signBlob rejected the account `{email}` ({detail}). A `.svc.id.goog` \
                  name means GKE Workload Identity is not mapped: annotate the Kubernetes service \
                  account with `iam.gke.io/gcp-service-account=GSA_EMAIL`, or pass the Google \
                  service account as `service_account_email:`"
             ),
         ),
+        403 => forbidden(&env, email, &detail),
+        _ => by_status(status, email, &detail),
+    };
+    Error::new(kind, text)
+}
+
+impl Envelope {
+    /// `HTTP 403 PERMISSION_DENIED: <Google's message>`, quoted in every error.
+    fn detail(&self, status: u16) -> String {
+        let label = if self.status.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status} {}", self.status)
+        };
+        if self.message.is_empty() {
+            label
+        } else {
+            format!("{label}: {}", self.message)
+        }
+    }
+
+    fn has_reason(&self, reason: &str) -> bool {
+        self.reasons.iter().any(|x| x == reason)
+    }
+}
+
+/// A 403 has three causes with three different fixes: scope, disabled API, missing role.
+fn forbidden(env: &Envelope, email: &str, detail: &str) -> (ErrorKind, String) {
+    if env.has_reason("ACCESS_TOKEN_SCOPE_INSUFFICIENT")
+        || env
+            .message
+            .to_ascii_lowercase()
+            .contains("insufficient authentication scopes")
+    {
+        return (
+            ErrorKind::InsufficientScope,
+            format!(
+                "signBlob for {email} refused the access token: it lacks the cloud-platform \
+                 scope ({detail}). This is the failure of fog-google < 1.24.1 (issue \
+                 599); this gem requests the right scope, so the token's scopes are fixed \
+                 elsewhere: check the GKE node pool / GCE instance access scopes \
+                 (cloud-platform), or what the metadata server at GCE_METADATA_HOST returns"
+            ),
+        );
+    }
+    if env.has_reason("SERVICE_DISABLED") {
+        return (
+            ErrorKind::ApiDisabled,
+            format!(
+                "the IAM Credentials API is disabled in the project ({detail}); enable it \
+                 with `gcloud services enable iamcredentials.googleapis.com` (signing as {email})"
+            ),
+        );
+    }
+    (
+        ErrorKind::PermissionDenied,
+        format!(
+            "signBlob as {email} was denied ({detail}). The signer needs \
+             iam.serviceAccounts.signBlob on the account: `gcloud iam service-accounts \
+             add-iam-policy-binding {email} --member=serviceAccount:{email} \
+             --role=roles/iam.serviceAccountTokenCreator` (new bindings take 2-7 minutes to \
+             apply; an unknown account also answers 403)"
+        ),
+    )
+}
+
+/// Every other status: its kind decides whether the retry loop tries again.
+fn by_status(status: u16, email: &str, detail: &str) -> (ErrorKind, String) {
+    match status {
         401 => (
             ErrorKind::Unauthenticated,
             format!(
-                "signBlob for {email} rejected a freshly fetched access token ({label}{google}); \
+                "signBlob for {email} rejected a freshly fetched access token ({detail}); \
                  check that the metadata server or credentials file issues tokens for this project"
-            ),
-        ),
-        403 if has_reason("ACCESS_TOKEN_SCOPE_INSUFFICIENT")
-            || env
-                .message
-                .to_ascii_lowercase()
-                .contains("insufficient authentication scopes") =>
-        {
-            (
-                ErrorKind::InsufficientScope,
-                format!(
-                    "signBlob for {email} refused the access token: it lacks the cloud-platform \
-                     scope ({label}{google}). This is the failure of fog-google < 1.24.1 (issue \
-                     599); this gem requests the right scope, so the token's scopes are fixed \
-                     elsewhere: check the GKE node pool / GCE instance access scopes \
-                     (cloud-platform), or what the metadata server at GCE_METADATA_HOST returns"
-                ),
-            )
-        }
-        403 if has_reason("SERVICE_DISABLED") => (
-            ErrorKind::ApiDisabled,
-            format!(
-                "the IAM Credentials API is disabled in the project ({label}{google}); enable it \
-                 with `gcloud services enable iamcredentials.googleapis.com` (signing as {email})"
-            ),
-        ),
-        403 => (
-            ErrorKind::PermissionDenied,
-            format!(
-                "signBlob as {email} was denied ({label}{google}). The signer needs \
-                 iam.serviceAccounts.signBlob on the account: `gcloud iam service-accounts \
-                 add-iam-policy-binding {email} --member=serviceAccount:{email} \
-                 --role=roles/iam.serviceAccountTokenCreator` (new bindings take 2-7 minutes to \
-                 apply; an unknown account also answers 403)"
             ),
         ),
         404 => (
             ErrorKind::PermissionDenied,
             format!(
-                "signBlob found no service account {email} ({label}{google}); check the \
+                "signBlob found no service account {email} ({detail}); check the \
                  `service_account_email:` option or the impersonation target, and that the \
                  account exists and is enabled"
             ),
@@ -694,7 +719,7 @@ fn map_error(status: u16, body: &str, email: &str) -> Error {
         429 => (
             ErrorKind::Quota,
             format!(
-                "signBlob quota exhausted while signing as {email} ({label}{google}); the project \
+                "signBlob quota exhausted while signing as {email} ({detail}); the project \
                  allows 60,000 signBlob+signJwt calls per minute for all pods together: lower \
                  `max_sign_blob_per_minute:`, lengthen URL lifetimes so the cache serves more, or ask for \
                  more quota"
@@ -702,14 +727,13 @@ fn map_error(status: u16, body: &str, email: &str) -> Error {
         ),
         s if retry::is_retryable_status(s) => (
             ErrorKind::Unavailable,
-            format!("signBlob for {email} kept failing ({label}{google}); IAM may be degraded"),
+            format!("signBlob for {email} kept failing ({detail}); IAM may be degraded"),
         ),
         _ => (
             ErrorKind::Protocol,
-            format!("signBlob for {email} answered an unexpected {label}{google}"),
+            format!("signBlob for {email} answered an unexpected {detail}"),
         ),
-    };
-    Error::new(kind, text)
+    }
 }
 
 #[cfg(test)]
