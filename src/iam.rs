@@ -321,52 +321,20 @@ impl IamSigner {
         // Shared with each attempt's request task (see `post`), so that a call
         // abandoned at its deadline keeps its slot until its request is over.
         let permit = Arc::new(self.guard.admit(deadline, &self.stats).await?);
-        let body = request_body(payload, &self.config.delegates);
-        let url = format!(
-            "{}/v1/projects/-/serviceAccounts/{}:signBlob",
-            self.config.endpoint.trim_end_matches('/'),
-            percent_encode(&email)
-        );
-        let refreshed = AtomicBool::new(false);
-        // The call counts once in `throttled`, however many waits it has.
-        let throttled = AtomicBool::new(false);
-        // Errors that must end the call at once (guard, token) travel as
-        // Ok(Err(..)), so the retry loop only sees signBlob's own answers.
+        let call = SignCall {
+            body: request_body(payload, &self.config.delegates),
+            url: self.sign_blob_url(&email),
+            email,
+            permit,
+            deadline,
+            refreshed: AtomicBool::new(false),
+            // The call counts once in `throttled`, however many waits it has.
+            throttled: AtomicBool::new(false),
+        };
         let outcome = retry::retry(
             deadline,
             Backoff::default(),
-            || {
-                let (url, body, email, permit) = (&url, &body, &email, &permit);
-                let (refreshed, throttled) = (&refreshed, &throttled);
-                async move {
-                    if let Err(e) = self.guard.wait_cooldown(deadline).await {
-                        return Ok(Err(e));
-                    }
-                    if let Err(e) = self.guard.take(deadline, &self.stats, throttled).await {
-                        return Ok(Err(e));
-                    }
-                    let token = match self.tokens.token().await {
-                        Ok(t) => t,
-                        Err(e) => return Ok(Err(e)),
-                    };
-                    let (status, text) = self.post(url, body, &token, email, permit).await?;
-                    if status == 401 && !refreshed.swap(true, Ordering::SeqCst) {
-                        // The token may have been revoked or rotated before
-                        // its expiry: fetch a new one and try once more.
-                        self.tokens.invalidate(&token);
-                        let token = match self.tokens.token().await {
-                            Ok(t) => t,
-                            Err(e) => return Ok(Err(e)),
-                        };
-                        if let Err(e) = self.guard.take(deadline, &self.stats, throttled).await {
-                            return Ok(Err(e));
-                        }
-                        let (status, text) = self.post(url, body, &token, email, permit).await?;
-                        return interpret(status, &text, email).map(Ok);
-                    }
-                    interpret(status, &text, email).map(Ok)
-                }
-            },
+            || self.attempt(&call),
             |e, delay| {
                 Stats::incr(&self.stats.sign_blob_retries);
                 crate::events::retry("sign_blob", e, delay);
@@ -379,23 +347,93 @@ impl IamSigner {
         outcome?
     }
 
+    fn sign_blob_url(&self, email: &str) -> String {
+        format!(
+            "{}/v1/projects/-/serviceAccounts/{}:signBlob",
+            self.config.endpoint.trim_end_matches('/'),
+            percent_encode(email)
+        )
+    }
+
+    /// One try of the retry loop: cool-down, quota, token, POST (and one more
+    /// POST with a fresh token after a 401). Errors that must end the call at
+    /// once (guard, token) travel as Ok(Err(..)), so the retry loop only sees
+    /// signBlob's own answers.
+    async fn attempt(&self, call: &SignCall) -> Result<Result<Vec<u8>>> {
+        let (deadline, email) = (call.deadline, call.email.as_str());
+        if let Err(e) = self.guard.wait_cooldown(deadline).await {
+            return Ok(Err(e));
+        }
+        if let Err(e) = self
+            .guard
+            .take(deadline, &self.stats, &call.throttled)
+            .await
+        {
+            return Ok(Err(e));
+        }
+        let token = match self.tokens.token().await {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (status, text) = self.post(call, &token).await?;
+        if status == 401 && !call.refreshed.swap(true, Ordering::SeqCst) {
+            // The token may have been revoked or rotated before
+            // its expiry: fetch a new one and try once more.
+            self.tokens.invalidate(&token);
+            let token = match self.tokens.token().await {
+                Ok(t) => t,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Err(e) = self
+                .guard
+                .take(deadline, &self.stats, &call.throttled)
+                .await
+            {
+                return Ok(Err(e));
+            }
+            let (status, text) = self.post(call, &token).await?;
+            return interpret(status, &text, email).map(Ok);
+        }
+        interpret(status, &text, email).map(Ok)
+    }
+
     /// One signBlob request. It runs as its own task holding a share of the
     /// call's in-flight permit: when the caller gives up (deadline, Ruby
     /// interrupt) the request is not cut off mid-flight but finishes (or hits
     /// ATTEMPT_TIMEOUT) in the background, so IAM never sees more than
     /// `max_in_flight` requests from this process, abandoned ones included
     /// (bench/faults.rb, "64 threads, in-flight bound 8").
-    async fn post(
-        &self,
-        url: &str,
-        body: &str,
-        token: &AccessToken,
-        email: &str,
-        permit: &Arc<OwnedSemaphorePermit>,
-    ) -> Result<(u16, String)> {
+    async fn post(&self, call: &SignCall, token: &AccessToken) -> Result<(u16, String)> {
         let client = runtime::http()?;
         Stats::incr(&self.stats.sign_blob_calls);
-        let failed = |e: BodyError| match e {
+        let request = client
+            .post(&call.url)
+            .bearer_auth(&token.value)
+            .header("content-type", "application/json")
+            .body(call.body.clone())
+            // The call's deadline is enforced around the whole call (and
+            // reported as Timeout); this only cuts one hung attempt short.
+            .timeout(attempt_timeout(self.config.timeout));
+        let slot = call.permit.clone();
+        let exchange = tokio::spawn(async move {
+            let _slot = slot;
+            let resp = request.send().await.map_err(BodyError::Transport)?;
+            let status = resp.status().as_u16();
+            Ok::<_, BodyError>((status, crate::body::read_capped(resp).await?))
+        });
+        match exchange.await {
+            Ok(answer) => answer.map_err(|e| self.post_error(&call.email, e)),
+            Err(e) => Err(Error::internal(format!(
+                "the signBlob request task for {} failed: {e}",
+                call.email
+            ))),
+        }
+    }
+
+    /// A failed exchange: an oversized answer, a request that cannot be
+    /// built (never retried: it would fail the same way again), or a transport error.
+    fn post_error(&self, email: &str, e: BodyError) -> Error {
+        match e {
             BodyError::TooLarge => Error::new(
                 ErrorKind::Protocol,
                 format!(
@@ -406,8 +444,6 @@ impl IamSigner {
                     crate::body::MAX_BODY / 1024
                 ),
             ),
-            // A request that cannot be built (never retried: it would fail
-            // the same way again).
             BodyError::Transport(e) if e.is_builder() => Error::new(
                 ErrorKind::Protocol,
                 format!(
@@ -423,29 +459,20 @@ impl IamSigner {
                     describe(&e)
                 ),
             ),
-        };
-        let request = client
-            .post(url)
-            .bearer_auth(&token.value)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            // The call's deadline is enforced around the whole call (and
-            // reported as Timeout); this only cuts one hung attempt short.
-            .timeout(attempt_timeout(self.config.timeout));
-        let slot = permit.clone();
-        let exchange = tokio::spawn(async move {
-            let _slot = slot;
-            let resp = request.send().await.map_err(BodyError::Transport)?;
-            let status = resp.status().as_u16();
-            Ok::<_, BodyError>((status, crate::body::read_capped(resp).await?))
-        });
-        match exchange.await {
-            Ok(answer) => answer.map_err(failed),
-            Err(e) => Err(Error::internal(format!(
-                "the signBlob request task for {email} failed: {e}"
-            ))),
         }
     }
+}
+
+/// One signBlob call's state, shared by its attempts.
+struct SignCall {
+    url: String,
+    body: String,
+    email: String,
+    permit: Arc<OwnedSemaphorePermit>,
+    deadline: Instant,
+    /// A 401 gets one retry with a fresh token per call, not per attempt.
+    refreshed: AtomicBool,
+    throttled: AtomicBool,
 }
 
 impl BlobSigner for IamSigner {
