@@ -718,44 +718,13 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
             return Err(unknown_key(ruby, key));
         };
         match i {
-            0 => {
-                credentials.credentials = opt(ruby, value, "credentials")?;
-                if credentials
-                    .credentials
-                    .as_deref()
-                    .is_some_and(|c| c.trim().is_empty())
-                {
-                    return Err(arg_error(ruby, "credentials must not be empty".into()));
-                }
-            }
+            0 => credentials.credentials = credentials_option(ruby, value)?,
             1 => credentials.service_account_email = opt(ruby, value, "service_account_email")?,
             2 => credentials.metadata_host = opt(ruby, value, "metadata_host")?,
             3 => credentials.iam_endpoint = opt(ruby, value, "iam_endpoint")?,
-            4 => {
-                credentials.delegates = if value.is_nil() {
-                    Vec::new()
-                } else if let Some(list) = RArray::from_value(value) {
-                    let mut out = Vec::with_capacity(list.len());
-                    for j in 0..list.len() {
-                        out.push(text(ruby, list.entry(j as isize)?, "delegates")?);
-                    }
-                    out
-                } else {
-                    vec![text(ruby, value, "delegates")?]
-                }
-            }
+            4 => credentials.delegates = delegates(ruby, value)?,
             5 => options.cache = cache_config(ruby, value)?,
-            6 => {
-                timeout = match Float::from_value(value).map(|f| f.to_f64()).or_else(|| {
-                    Integer::from_value(value)
-                        .and_then(|i| i.to_i64().ok())
-                        .map(|i| i as f64)
-                }) {
-                    Some(secs) => config::timeout(secs).ok(),
-                    None => None,
-                }
-                .ok_or_else(|| core_error(ruby, config::timeout_error(&inspect(value))))?
-            }
+            6 => timeout = timeout_option(ruby, value)?,
             7 => {
                 credentials.quota.max_per_minute = count(
                     ruby,
@@ -778,13 +747,7 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
             13 => options.refresh = refresh_config(ruby, value)?,
             _ => {
                 if !value.is_nil() {
-                    let clock = <&ManualClock>::try_convert(value).map_err(|_| {
-                        arg_error(
-                            ruby,
-                            "clock: give a GitlabGcsSigner::Native::ManualClock or nil".into(),
-                        )
-                    })?;
-                    options.clock = clock.0.clone();
+                    options.clock = manual_clock(ruby, value)?;
                 }
             }
         }
@@ -794,4 +757,55 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
     options.credentials = credentials;
     options.timeout = timeout;
     Ok(options)
+}
+
+/// `credentials:`: a path or JSON text; a blank one is a mistake, not "use ADC".
+fn credentials_option(ruby: &Ruby, value: Value) -> Result<Option<String>, Error> {
+    let credentials = opt(ruby, value, "credentials")?;
+    if credentials.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        return Err(arg_error(ruby, "credentials must not be empty".into()));
+    }
+    Ok(credentials)
+}
+
+/// `delegates:`: nil, one email or an Array of them.
+fn delegates(ruby: &Ruby, value: Value) -> Result<Vec<String>, Error> {
+    if value.is_nil() {
+        Ok(Vec::new())
+    } else if let Some(list) = RArray::from_value(value) {
+        let mut out = Vec::with_capacity(list.len());
+        for j in 0..list.len() {
+            out.push(text(ruby, list.entry(j as isize)?, "delegates")?);
+        }
+        Ok(out)
+    } else {
+        Ok(vec![text(ruby, value, "delegates")?])
+    }
+}
+
+/// `timeout:`: a Float or Integer number of seconds within the core's limits.
+fn timeout_option(ruby: &Ruby, value: Value) -> Result<std::time::Duration, Error> {
+    match Float::from_value(value).map(|f| f.to_f64()).or_else(|| {
+        Integer::from_value(value)
+            .and_then(|i| i.to_i64().ok())
+            .map(|i| i as f64)
+    }) {
+        Some(secs) => config::timeout(secs).ok(),
+        None => None,
+    }
+    .ok_or_else(|| core_error(ruby, config::timeout_error(&inspect(value))))
+}
+
+/// `clock:` (tests only): the shared clock inside a ManualClock.
+fn manual_clock(
+    ruby: &Ruby,
+    value: Value,
+) -> Result<std::sync::Arc<gcs_signer::clock::ManualClock>, Error> {
+    let clock = <&ManualClock>::try_convert(value).map_err(|_| {
+        arg_error(
+            ruby,
+            "clock: give a GitlabGcsSigner::Native::ManualClock or nil".into(),
+        )
+    })?;
+    Ok(clock.0.clone())
 }
