@@ -321,52 +321,20 @@ impl IamSigner {
         // Shared with each attempt's request task (see `post`), so that a call
         // abandoned at its deadline keeps its slot until its request is over.
         let permit = Arc::new(self.guard.admit(deadline, &self.stats).await?);
-        let body = request_body(payload, &self.config.delegates);
-        let url = format!(
-            "{}/v1/projects/-/serviceAccounts/{}:signBlob",
-            self.config.endpoint.trim_end_matches('/'),
-            percent_encode(&email)
-        );
-        let refreshed = AtomicBool::new(false);
-        // The call counts once in `throttled`, however many waits it has.
-        let throttled = AtomicBool::new(false);
-        // Errors that must end the call at once (guard, token) travel as
-        // Ok(Err(..)), so the retry loop only sees signBlob's own answers.
+        let call = SignCall {
+            body: request_body(payload, &self.config.delegates),
+            url: self.sign_blob_url(&email),
+            email,
+            permit,
+            deadline,
+            refreshed: AtomicBool::new(false),
+            // The call counts once in `throttled`, however many waits it has.
+            throttled: AtomicBool::new(false),
+        };
         let outcome = retry::retry(
             deadline,
             Backoff::default(),
-            || {
-                let (url, body, email, permit) = (&url, &body, &email, &permit);
-                let (refreshed, throttled) = (&refreshed, &throttled);
-                async move {
-                    if let Err(e) = self.guard.wait_cooldown(deadline).await {
-                        return Ok(Err(e));
-                    }
-                    if let Err(e) = self.guard.take(deadline, &self.stats, throttled).await {
-                        return Ok(Err(e));
-                    }
-                    let token = match self.tokens.token().await {
-                        Ok(t) => t,
-                        Err(e) => return Ok(Err(e)),
-                    };
-                    let (status, text) = self.post(url, body, &token, email, permit).await?;
-                    if status == 401 && !refreshed.swap(true, Ordering::SeqCst) {
-                        // The token may have been revoked or rotated before
-                        // its expiry: fetch a new one and try once more.
-                        self.tokens.invalidate(&token);
-                        let token = match self.tokens.token().await {
-                            Ok(t) => t,
-                            Err(e) => return Ok(Err(e)),
-                        };
-                        if let Err(e) = self.guard.take(deadline, &self.stats, throttled).await {
-                            return Ok(Err(e));
-                        }
-                        let (status, text) = self.post(url, body, &token, email, permit).await?;
-                        return interpret(status, &text, email).map(Ok);
-                    }
-                    interpret(status, &text, email).map(Ok)
-                }
-            },
+            || self.attempt(&call),
             |e, delay| {
                 Stats::incr(&self.stats.sign_blob_retries);
                 crate::events::retry("sign_blob", e, delay);
@@ -379,23 +347,93 @@ impl IamSigner {
         outcome?
     }
 
+    fn sign_blob_url(&self, email: &str) -> String {
+        format!(
+            "{}/v1/projects/-/serviceAccounts/{}:signBlob",
+            self.config.endpoint.trim_end_matches('/'),
+            percent_encode(email)
+        )
+    }
+
+    /// One try of the retry loop: cool-down, quota, token, POST (and one more
+    /// POST with a fresh token after a 401). Errors that must end the call at
+    /// once (guard, token) travel as Ok(Err(..)), so the retry loop only sees
+    /// signBlob's own answers.
+    async fn attempt(&self, call: &SignCall) -> Result<Result<Vec<u8>>> {
+        let (deadline, email) = (call.deadline, call.email.as_str());
+        if let Err(e) = self.guard.wait_cooldown(deadline).await {
+            return Ok(Err(e));
+        }
+        if let Err(e) = self
+            .guard
+            .take(deadline, &self.stats, &call.throttled)
+            .await
+        {
+            return Ok(Err(e));
+        }
+        let token = match self.tokens.token().await {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (status, text) = self.post(call, &token).await?;
+        if status == 401 && !call.refreshed.swap(true, Ordering::SeqCst) {
+            // The token may have been revoked or rotated before
+            // its expiry: fetch a new one and try once more.
+            self.tokens.invalidate(&token);
+            let token = match self.tokens.token().await {
+                Ok(t) => t,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Err(e) = self
+                .guard
+                .take(deadline, &self.stats, &call.throttled)
+                .await
+            {
+                return Ok(Err(e));
+            }
+            let (status, text) = self.post(call, &token).await?;
+            return interpret(status, &text, email).map(Ok);
+        }
+        interpret(status, &text, email).map(Ok)
+    }
+
     /// One signBlob request. It runs as its own task holding a share of the
     /// call's in-flight permit: when the caller gives up (deadline, Ruby
     /// interrupt) the request is not cut off mid-flight but finishes (or hits
     /// ATTEMPT_TIMEOUT) in the background, so IAM never sees more than
     /// `max_in_flight` requests from this process, abandoned ones included
     /// (bench/faults.rb, "64 threads, in-flight bound 8").
-    async fn post(
-        &self,
-        url: &str,
-        body: &str,
-        token: &AccessToken,
-        email: &str,
-        permit: &Arc<OwnedSemaphorePermit>,
-    ) -> Result<(u16, String)> {
+    async fn post(&self, call: &SignCall, token: &AccessToken) -> Result<(u16, String)> {
         let client = runtime::http()?;
         Stats::incr(&self.stats.sign_blob_calls);
-        let failed = |e: BodyError| match e {
+        let request = client
+            .post(&call.url)
+            .bearer_auth(&token.value)
+            .header("content-type", "application/json")
+            .body(call.body.clone())
+            // The call's deadline is enforced around the whole call (and
+            // reported as Timeout); this only cuts one hung attempt short.
+            .timeout(attempt_timeout(self.config.timeout));
+        let slot = call.permit.clone();
+        let exchange = tokio::spawn(async move {
+            let _slot = slot;
+            let resp = request.send().await.map_err(BodyError::Transport)?;
+            let status = resp.status().as_u16();
+            Ok::<_, BodyError>((status, crate::body::read_capped(resp).await?))
+        });
+        match exchange.await {
+            Ok(answer) => answer.map_err(|e| self.post_error(&call.email, e)),
+            Err(e) => Err(Error::internal(format!(
+                "the signBlob request task for {} failed: {e}",
+                call.email
+            ))),
+        }
+    }
+
+    /// A failed exchange: an oversized answer, a request that cannot be
+    /// built (never retried: it would fail the same way again), or a transport error.
+    fn post_error(&self, email: &str, e: BodyError) -> Error {
+        match e {
             BodyError::TooLarge => Error::new(
                 ErrorKind::Protocol,
                 format!(
@@ -406,8 +444,6 @@ impl IamSigner {
                     crate::body::MAX_BODY / 1024
                 ),
             ),
-            // A request that cannot be built (never retried: it would fail
-            // the same way again).
             BodyError::Transport(e) if e.is_builder() => Error::new(
                 ErrorKind::Protocol,
                 format!(
@@ -423,29 +459,20 @@ impl IamSigner {
                     describe(&e)
                 ),
             ),
-        };
-        let request = client
-            .post(url)
-            .bearer_auth(&token.value)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            // The call's deadline is enforced around the whole call (and
-            // reported as Timeout); this only cuts one hung attempt short.
-            .timeout(attempt_timeout(self.config.timeout));
-        let slot = permit.clone();
-        let exchange = tokio::spawn(async move {
-            let _slot = slot;
-            let resp = request.send().await.map_err(BodyError::Transport)?;
-            let status = resp.status().as_u16();
-            Ok::<_, BodyError>((status, crate::body::read_capped(resp).await?))
-        });
-        match exchange.await {
-            Ok(answer) => answer.map_err(failed),
-            Err(e) => Err(Error::internal(format!(
-                "the signBlob request task for {email} failed: {e}"
-            ))),
         }
     }
+}
+
+/// One signBlob call's state, shared by its attempts.
+struct SignCall {
+    url: String,
+    body: String,
+    email: String,
+    permit: Arc<OwnedSemaphorePermit>,
+    deadline: Instant,
+    /// A 401 gets one retry with a fresh token per call, not per attempt.
+    refreshed: AtomicBool,
+    throttled: AtomicBool,
 }
 
 impl BlobSigner for IamSigner {
@@ -621,72 +648,97 @@ fn bad_body(email: &str) -> Error {
 
 fn map_error(status: u16, body: &str, email: &str) -> Error {
     let env = envelope(body);
-    let google = if env.message.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", env.message)
-    };
-    let label = if env.status.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status} {}", env.status)
-    };
-    let has_reason = |r: &str| env.reasons.iter().any(|x| x == r);
+    let detail = env.detail(status);
     let (kind, text) = match status {
         400 if env.message.contains("Invalid form of account ID") => (
             ErrorKind::WorkloadIdentity,
             format!(
-                "signBlob rejected the account `{email}` ({label}{google}). A `.svc.id.goog` \
+                "signBlob rejected the account `{email}` ({detail}). A `.svc.id.goog` \
                  name means GKE Workload Identity is not mapped: annotate the Kubernetes service \
                  account with `iam.gke.io/gcp-service-account=GSA_EMAIL`, or pass the Google \
                  service account as `service_account_email:`"
             ),
         ),
+        403 => forbidden(&env, email, &detail),
+        _ => by_status(status, email, &detail),
+    };
+    Error::new(kind, text)
+}
+
+impl Envelope {
+    /// `HTTP 403 PERMISSION_DENIED: <Google's message>`, quoted in every error.
+    fn detail(&self, status: u16) -> String {
+        let label = if self.status.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status} {}", self.status)
+        };
+        if self.message.is_empty() {
+            label
+        } else {
+            format!("{label}: {}", self.message)
+        }
+    }
+
+    fn has_reason(&self, reason: &str) -> bool {
+        self.reasons.iter().any(|x| x == reason)
+    }
+}
+
+/// A 403 has three causes with three different fixes: scope, disabled API, missing role.
+fn forbidden(env: &Envelope, email: &str, detail: &str) -> (ErrorKind, String) {
+    if env.has_reason("ACCESS_TOKEN_SCOPE_INSUFFICIENT")
+        || env
+            .message
+            .to_ascii_lowercase()
+            .contains("insufficient authentication scopes")
+    {
+        return (
+            ErrorKind::InsufficientScope,
+            format!(
+                "signBlob for {email} refused the access token: it lacks the cloud-platform \
+                 scope ({detail}). This is the failure of fog-google < 1.24.1 (issue \
+                 599); this gem requests the right scope, so the token's scopes are fixed \
+                 elsewhere: check the GKE node pool / GCE instance access scopes \
+                 (cloud-platform), or what the metadata server at GCE_METADATA_HOST returns"
+            ),
+        );
+    }
+    if env.has_reason("SERVICE_DISABLED") {
+        return (
+            ErrorKind::ApiDisabled,
+            format!(
+                "the IAM Credentials API is disabled in the project ({detail}); enable it \
+                 with `gcloud services enable iamcredentials.googleapis.com` (signing as {email})"
+            ),
+        );
+    }
+    (
+        ErrorKind::PermissionDenied,
+        format!(
+            "signBlob as {email} was denied ({detail}). The signer needs \
+             iam.serviceAccounts.signBlob on the account: `gcloud iam service-accounts \
+             add-iam-policy-binding {email} --member=serviceAccount:{email} \
+             --role=roles/iam.serviceAccountTokenCreator` (new bindings take 2-7 minutes to \
+             apply; an unknown account also answers 403)"
+        ),
+    )
+}
+
+/// Every other status: its kind decides whether the retry loop tries again.
+fn by_status(status: u16, email: &str, detail: &str) -> (ErrorKind, String) {
+    match status {
         401 => (
             ErrorKind::Unauthenticated,
             format!(
-                "signBlob for {email} rejected a freshly fetched access token ({label}{google}); \
+                "signBlob for {email} rejected a freshly fetched access token ({detail}); \
                  check that the metadata server or credentials file issues tokens for this project"
-            ),
-        ),
-        403 if has_reason("ACCESS_TOKEN_SCOPE_INSUFFICIENT")
-            || env
-                .message
-                .to_ascii_lowercase()
-                .contains("insufficient authentication scopes") =>
-        {
-            (
-                ErrorKind::InsufficientScope,
-                format!(
-                    "signBlob for {email} refused the access token: it lacks the cloud-platform \
-                     scope ({label}{google}). This is the failure of fog-google < 1.24.1 (issue \
-                     599); this gem requests the right scope, so the token's scopes are fixed \
-                     elsewhere: check the GKE node pool / GCE instance access scopes \
-                     (cloud-platform), or what the metadata server at GCE_METADATA_HOST returns"
-                ),
-            )
-        }
-        403 if has_reason("SERVICE_DISABLED") => (
-            ErrorKind::ApiDisabled,
-            format!(
-                "the IAM Credentials API is disabled in the project ({label}{google}); enable it \
-                 with `gcloud services enable iamcredentials.googleapis.com` (signing as {email})"
-            ),
-        ),
-        403 => (
-            ErrorKind::PermissionDenied,
-            format!(
-                "signBlob as {email} was denied ({label}{google}). The signer needs \
-                 iam.serviceAccounts.signBlob on the account: `gcloud iam service-accounts \
-                 add-iam-policy-binding {email} --member=serviceAccount:{email} \
-                 --role=roles/iam.serviceAccountTokenCreator` (new bindings take 2-7 minutes to \
-                 apply; an unknown account also answers 403)"
             ),
         ),
         404 => (
             ErrorKind::PermissionDenied,
             format!(
-                "signBlob found no service account {email} ({label}{google}); check the \
+                "signBlob found no service account {email} ({detail}); check the \
                  `service_account_email:` option or the impersonation target, and that the \
                  account exists and is enabled"
             ),
@@ -694,7 +746,7 @@ fn map_error(status: u16, body: &str, email: &str) -> Error {
         429 => (
             ErrorKind::Quota,
             format!(
-                "signBlob quota exhausted while signing as {email} ({label}{google}); the project \
+                "signBlob quota exhausted while signing as {email} ({detail}); the project \
                  allows 60,000 signBlob+signJwt calls per minute for all pods together: lower \
                  `max_sign_blob_per_minute:`, lengthen URL lifetimes so the cache serves more, or ask for \
                  more quota"
@@ -702,14 +754,13 @@ fn map_error(status: u16, body: &str, email: &str) -> Error {
         ),
         s if retry::is_retryable_status(s) => (
             ErrorKind::Unavailable,
-            format!("signBlob for {email} kept failing ({label}{google}); IAM may be degraded"),
+            format!("signBlob for {email} kept failing ({detail}); IAM may be degraded"),
         ),
         _ => (
             ErrorKind::Protocol,
-            format!("signBlob for {email} answered an unexpected {label}{google}"),
+            format!("signBlob for {email} answered an unexpected {detail}"),
         ),
-    };
-    Error::new(kind, text)
+    }
 }
 
 #[cfg(test)]

@@ -77,6 +77,22 @@ impl UrlRequest {
 
     /// Checks what no signature can fix: the caller gets `ArgumentError`.
     pub fn validate(&self) -> Result<()> {
+        self.validate_bucket()?;
+        self.validate_object()?;
+        self.validate_method_and_scheme()?;
+        self.validate_endpoint()?;
+        self.validate_headers()?;
+        self.validate_query()?;
+        if self.version == Version::V2 && self.style != UrlStyle::Path {
+            return Err(Error::invalid(
+                "V2 URLs are built in path style only (as fog-google does); use version: :v4 for other styles",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bucket goes into the path (or host) verbatim: no dot segments or separators.
+    fn validate_bucket(&self) -> Result<()> {
         if self.bucket.is_empty() {
             return Err(Error::invalid("bucket must not be empty"));
         }
@@ -103,6 +119,11 @@ impl UrlRequest {
                 shown(&self.bucket)
             )));
         }
+        Ok(())
+    }
+
+    /// Cloud Storage's object-name limits, and no dot segment a client would collapse.
+    fn validate_object(&self) -> Result<()> {
         // An empty object names the bucket itself; only V4 signs that.
         if self.object.is_empty() && self.version != Version::V4 {
             return Err(Error::invalid(
@@ -123,6 +144,11 @@ impl UrlRequest {
         if self.object.split('/').any(|seg| seg == "." || seg == "..") {
             return Err(dot_segment_error(&self.object));
         }
+        Ok(())
+    }
+
+    /// Both are signed verbatim, so only well-formed values are accepted.
+    fn validate_method_and_scheme(&self) -> Result<()> {
         if self.method.is_empty()
             || self.method.len() > MAX_METHOD_LEN
             || !self.method.bytes().all(|b| b.is_ascii_uppercase())
@@ -138,6 +164,11 @@ impl UrlRequest {
                 shown(&self.scheme)
             )));
         }
+        Ok(())
+    }
+
+    /// The host, and whether the URL style can put the bucket where it asks.
+    fn validate_endpoint(&self) -> Result<()> {
         if let Some(host) = &self.host {
             validate_host("host", host)?;
         }
@@ -163,6 +194,11 @@ impl UrlRequest {
         if let UrlStyle::BucketBound(h) = &self.style {
             validate_host("bucket_bound_hostname", h)?;
         }
+        Ok(())
+    }
+
+    /// Signed headers must be sendable: token names, no line breaks (header injection).
+    fn validate_headers(&self) -> Result<()> {
         for (k, v) in &self.headers {
             if k.is_empty() || !k.bytes().all(is_tchar) {
                 return Err(Error::invalid(format!(
@@ -178,15 +214,13 @@ impl UrlRequest {
                 )));
             }
         }
-        for (k, _) in &self.query {
-            if k.is_empty() {
-                return Err(Error::invalid("query parameter names must not be empty"));
-            }
-        }
-        if self.version == Version::V2 && self.style != UrlStyle::Path {
-            return Err(Error::invalid(
-                "V2 URLs are built in path style only (as fog-google does); use version: :v4 for other styles",
-            ));
+        Ok(())
+    }
+
+    /// An empty parameter name would sign as `=value`, which no server reads back.
+    fn validate_query(&self) -> Result<()> {
+        if self.query.iter().any(|(k, _)| k.is_empty()) {
+            return Err(Error::invalid("query parameter names must not be empty"));
         }
         Ok(())
     }

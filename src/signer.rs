@@ -368,42 +368,10 @@ impl UrlSigner {
         if req.host.is_none() {
             req.host.clone_from(&self.inner.storage_host);
         }
-        let now_micros = match timestamp {
-            Some(t) => t
-                .checked_mul(1_000_000)
-                .ok_or_else(|| Error::invalid("timestamp is out of range"))?,
-            None => self.inner.clock.now_micros(),
-        };
+        let now_micros = self.now_micros(timestamp)?;
         let now = now_micros.div_euclid(1_000_000);
-        let now_f = now_micros as f64 / 1e6;
-        let until = match expiry {
-            Expiry::In(secs) => {
-                if !secs.is_finite() || secs <= 0.0 {
-                    return Err(config::expires_in_error(&secs.to_string()));
-                }
-                now_f + secs
-            }
-            Expiry::At(at) => {
-                if !at.is_finite() || at <= now_f {
-                    return Err(Error::invalid("expires_at must be a time in the future"));
-                }
-                at
-            }
-        };
-        // Round up: the URL must be valid at least until the time asked for.
-        let mut at_least = until.ceil() as i64;
-        // Saturating: an absurd expiry (1e300 s) against an extreme
-        // timestamp must be refused below, not overflow (tests/url_properties.rs).
-        let lifetime = at_least.saturating_sub(now);
-        if req.version == Version::V4 {
-            if lifetime > V4_MAX_EXPIRES + 1 {
-                return Err(config::v4_lifetime_error(&lifetime.to_string()));
-            }
-            // Only a fraction of a second past the limit: sign to the limit.
-            at_least = at_least.min(now + V4_MAX_EXPIRES);
-        } else if lifetime > config::V2_MAX_EXPIRES {
-            return Err(config::v2_lifetime_error(&lifetime.to_string()));
-        }
+        let until = requested_until(expiry, now_micros as f64 / 1e6)?;
+        let at_least = lifetime_limited(req.version, now, until)?;
         let cache = self.inner.cache.as_ref().filter(|_| timestamp.is_none());
         let want = match cache {
             Some(c) => c.want(now, at_least),
@@ -418,12 +386,7 @@ impl UrlSigner {
             sign_until = sign_until.min(now + V4_MAX_EXPIRES);
         }
         let key = if cache.is_some() {
-            let id = self.inner.blob.identity();
-            let mut key = String::with_capacity(id.len() + 1 + req.cache_key_capacity());
-            key.push_str(id);
-            key.push('\u{0}');
-            req.write_cache_key(&mut key);
-            key
+            self.cache_key(&req)
         } else {
             String::new()
         };
@@ -435,6 +398,26 @@ impl UrlSigner {
             sign_until,
             cacheable: cache.is_some(),
         })
+    }
+
+    /// The signing time in microseconds: the caller's `timestamp:` or the clock.
+    fn now_micros(&self, timestamp: Option<i64>) -> Result<i64> {
+        match timestamp {
+            Some(t) => t
+                .checked_mul(1_000_000)
+                .ok_or_else(|| Error::invalid("timestamp is out of range")),
+            None => Ok(self.inner.clock.now_micros()),
+        }
+    }
+
+    /// The cache key: the signing identity, then every field of the request.
+    fn cache_key(&self, req: &UrlRequest) -> String {
+        let id = self.inner.blob.identity();
+        let mut key = String::with_capacity(id.len() + 1 + req.cache_key_capacity());
+        key.push_str(id);
+        key.push('\u{0}');
+        req.write_cache_key(&mut key);
+        key
     }
 
     /// The cached URL for a plan, if one serves it. Never blocks on I/O.
@@ -658,6 +641,46 @@ impl UrlSigner {
         }
         holders
     }
+}
+
+/// The time (seconds since the epoch) the caller wants the URL valid until;
+/// a lifetime that is not positive is refused.
+fn requested_until(expiry: Expiry, now_f: f64) -> Result<f64> {
+    match expiry {
+        Expiry::In(secs) => {
+            if !secs.is_finite() || secs <= 0.0 {
+                return Err(config::expires_in_error(&secs.to_string()));
+            }
+            Ok(now_f + secs)
+        }
+        Expiry::At(at) => {
+            if !at.is_finite() || at <= now_f {
+                return Err(Error::invalid("expires_at must be a time in the future"));
+            }
+            Ok(at)
+        }
+    }
+}
+
+/// The whole second the URL must at least last to, within the version's
+/// maximum lifetime (V4 allows a fraction of a second over, signed to the limit).
+fn lifetime_limited(version: Version, now: i64, until: f64) -> Result<i64> {
+    // Round up: the URL must be valid at least until the time asked for.
+    let at_least = until.ceil() as i64;
+    // Saturating: an absurd expiry (1e300 s) against an extreme
+    // timestamp must be refused below, not overflow (tests/url_properties.rs).
+    let lifetime = at_least.saturating_sub(now);
+    if version == Version::V4 {
+        if lifetime > V4_MAX_EXPIRES + 1 {
+            return Err(config::v4_lifetime_error(&lifetime.to_string()));
+        }
+        // Only a fraction of a second past the limit: sign to the limit.
+        return Ok(at_least.min(now + V4_MAX_EXPIRES));
+    }
+    if lifetime > config::V2_MAX_EXPIRES {
+        return Err(config::v2_lifetime_error(&lifetime.to_string()));
+    }
+    Ok(at_least)
 }
 
 impl Inner {

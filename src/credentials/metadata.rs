@@ -291,37 +291,50 @@ impl MetadataClient {
     }
 
     async fn attempt(&self, url: &str, path: &str) -> Result<String> {
+        let resp = self.send(url, path).await?;
+        self.check_status(&resp, path)?;
+        self.read_body(resp, path).await
+    }
+
+    /// One GET with the `Metadata-Flavor` header; transport errors classified for the retry loop.
+    async fn send(&self, url: &str, path: &str) -> Result<reqwest::Response> {
         let client = runtime::direct_http()?;
-        let resp = client
+        client
             .get(url)
             .header("Metadata-Flavor", "Google")
             .timeout(self.attempt_timeout)
             .send()
             .await
-            .map_err(|e| {
-                if no_route(&e) {
-                    // No route to the address at all: not on GCE/GKE (or no
-                    // network). Retrying cannot help, so say so at once
-                    // instead of waiting out the caller's deadline.
-                    return Error::new(
-                        ErrorKind::Metadata,
-                        format!(
-                            "cannot reach the metadata server at {}: {} ({}). Outside GCE/GKE, \
-                             pass `credentials:` (a key file or an impersonated_service_account \
-                             file); with an emulator, set `metadata_host:` or GCE_METADATA_HOST",
-                            self.host,
-                            path,
-                            describe(&e)
-                        ),
-                    );
-                }
-                let kind = if retry::is_retryable_transport(&e) {
-                    ErrorKind::Unavailable
-                } else {
-                    ErrorKind::Metadata
-                };
-                Error::new(kind, format!("request to {path} failed ({})", describe(&e)))
-            })?;
+            .map_err(|e| self.transport_error(&e, path))
+    }
+
+    fn transport_error(&self, e: &reqwest::Error, path: &str) -> Error {
+        if no_route(e) {
+            // No route to the address at all: not on GCE/GKE (or no
+            // network). Retrying cannot help, so say so at once
+            // instead of waiting out the caller's deadline.
+            return Error::new(
+                ErrorKind::Metadata,
+                format!(
+                    "cannot reach the metadata server at {}: {} ({}). Outside GCE/GKE, \
+                     pass `credentials:` (a key file or an impersonated_service_account \
+                     file); with an emulator, set `metadata_host:` or GCE_METADATA_HOST",
+                    self.host,
+                    path,
+                    describe(e)
+                ),
+            );
+        }
+        let kind = if retry::is_retryable_transport(e) {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Metadata
+        };
+        Error::new(kind, format!("request to {path} failed ({})", describe(e)))
+    }
+
+    /// Only a genuine metadata server's 200 is read; transient statuses are retried.
+    fn check_status(&self, resp: &reqwest::Response, path: &str) -> Result<()> {
         let status = resp.status().as_u16();
         let genuine = resp
             .headers()
@@ -370,6 +383,11 @@ impl MetadataClient {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The body, capped: no metadata answer is large, so a big one is a wrong endpoint.
+    async fn read_body(&self, resp: reqwest::Response, path: &str) -> Result<String> {
         crate::body::read_capped(resp).await.map_err(|e| match e {
             BodyError::TooLarge => Error::new(
                 ErrorKind::Protocol,

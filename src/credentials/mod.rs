@@ -306,17 +306,7 @@ fn from_json(
     stats: Arc<Stats>,
     env: &dyn Env,
 ) -> Result<(Arc<dyn BlobSigner>, String)> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        Error::new(
-            ErrorKind::Credentials,
-            format!(
-                "{origin} is not valid JSON (syntax error at line {}, column {}); expected a \
-                 service account key or an impersonated_service_account file",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
+    let v = parse_json(text, origin)?;
     let universe = universe::resolve(
         opts.universe_domain.as_deref(),
         env,
@@ -328,39 +318,53 @@ fn from_json(
         Some("impersonated_service_account") => {
             Arc::new(impersonated::signer(&v, origin, opts, stats, env)?)
         }
-        Some("authorized_user") => {
-            return Err(cannot_sign(
-                origin,
-                "`authorized_user` credentials (a person's login from `gcloud auth \
-             application-default login`)",
-            ))
-        }
-        Some("external_account") => {
-            return Err(cannot_sign(
-                origin,
-                "`external_account` credentials (workload identity federation)",
-            ))
-        }
-        Some(other) => {
-            return Err(Error::new(
-                ErrorKind::Credentials,
-                format!(
-                    "{origin} has credentials of type `{other}`, which this gem does not know; \
-                 expected `service_account` or `impersonated_service_account`"
-                ),
-            ))
-        }
-        None => {
-            return Err(Error::new(
-                ErrorKind::Credentials,
-                format!(
-                    "{origin} has no `type` field; expected a service account key or an \
-                 impersonated_service_account file"
-                ),
-            ))
-        }
+        other => return Err(unsupported_type(origin, other)),
     };
     Ok((signer, universe))
+}
+
+/// The file as JSON; a syntax error names its position, never the file's content.
+fn parse_json(text: &str, origin: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| {
+        Error::new(
+            ErrorKind::Credentials,
+            format!(
+                "{origin} is not valid JSON (syntax error at line {}, column {}); expected a \
+                 service account key or an impersonated_service_account file",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// A credentials `type` that cannot sign URLs, each with its own way out.
+fn unsupported_type(origin: &str, kind: Option<&str>) -> Error {
+    match kind {
+        Some("authorized_user") => cannot_sign(
+            origin,
+            "`authorized_user` credentials (a person's login from `gcloud auth \
+             application-default login`)",
+        ),
+        Some("external_account") => cannot_sign(
+            origin,
+            "`external_account` credentials (workload identity federation)",
+        ),
+        Some(other) => Error::new(
+            ErrorKind::Credentials,
+            format!(
+                "{origin} has credentials of type `{other}`, which this gem does not know; \
+                 expected `service_account` or `impersonated_service_account`"
+            ),
+        ),
+        None => Error::new(
+            ErrorKind::Credentials,
+            format!(
+                "{origin} has no `type` field; expected a service account key or an \
+                 impersonated_service_account file"
+            ),
+        ),
+    }
 }
 
 fn cannot_sign(origin: &str, what: &str) -> Error {

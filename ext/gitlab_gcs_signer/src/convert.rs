@@ -378,19 +378,50 @@ fn keywords(ruby: &Ruby, value: Value, what: &str) -> Result<RHash, Error> {
 /// `signed_url`'s keyword Hash as a typed request.
 pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
     let hash = keywords(ruby, hash, "signed_url")?;
-    let n = names();
-    let mut req = UrlRequest::new(Version::V4, String::new(), String::new());
-    let (mut bucket, mut object) = (false, false);
-    let mut style = 0usize;
-    let mut bound: Option<String> = None;
-    let mut expires_in: Option<(f64, Value)> = None;
-    let mut expires_at: Option<f64> = None;
-    let mut timestamp: Option<i64> = None;
-    let mut addressable = false;
+    let mut kw = RequestKeywords::new();
     hash.foreach(|key: Value, value: Value| {
+        kw.set(ruby, key, value)?;
+        Ok(magnus::r_hash::ForEach::Continue)
+    })?;
+    kw.finish(ruby)
+}
+
+/// `signed_url`'s keywords as read one by one; the checks that need several
+/// of them (required keys, style, expiry) run in [`RequestKeywords::finish`].
+struct RequestKeywords {
+    req: UrlRequest,
+    bucket: bool,
+    object: bool,
+    style: usize,
+    bound: Option<String>,
+    expires_in: Option<(f64, Value)>,
+    expires_at: Option<f64>,
+    timestamp: Option<i64>,
+    addressable: bool,
+}
+
+impl RequestKeywords {
+    fn new() -> Self {
+        RequestKeywords {
+            req: UrlRequest::new(Version::V4, String::new(), String::new()),
+            bucket: false,
+            object: false,
+            style: 0,
+            bound: None,
+            expires_in: None,
+            expires_at: None,
+            timestamp: None,
+            addressable: false,
+        }
+    }
+
+    /// One keyword, converted and checked on its own.
+    fn set(&mut self, ruby: &Ruby, key: Value, value: Value) -> Result<(), Error> {
+        let n = names();
         let Some(i) = key_index(&n.request, key) else {
             return Err(unknown_key(ruby, key));
         };
+        let req = &mut self.req;
         match i {
             0 => {
                 let v = choice(ruby, value, "version", &[(n.v2, "v2"), (n.v4, "v4")])?;
@@ -399,10 +430,10 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
             1 => req.method = verb(ruby, value)?,
             2 => {
                 req.bucket = text(ruby, value, "bucket")?;
-                bucket = true;
+                self.bucket = true;
             }
             3 => {
-                object = true;
+                self.object = true;
                 if !value.is_nil() {
                     req.object = text(ruby, value, "object")?;
                     if req.object.is_empty() {
@@ -419,7 +450,7 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
             6 => req.scheme = interned(text(ruby, value, "scheme")?),
             7 => req.host = opt(ruby, value, "host")?,
             8 => {
-                style = choice(
+                self.style = choice(
                     ruby,
                     value,
                     "url_style",
@@ -430,31 +461,51 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
                     ],
                 )?
             }
-            9 => bound = opt(ruby, value, "bucket_bound_hostname")?,
+            9 => self.bound = opt(ruby, value, "bucket_bound_hostname")?,
             // v2_path: :addressable asks for fog-google >= 1.21's path
             // encoding, done natively once bucket and object are known.
-            10 if value.as_raw() as u64 == n.addressable => addressable = true,
+            10 if value.as_raw() as u64 == n.addressable => self.addressable = true,
             10 => req.v2_path = opt(ruby, value, "v2_path")?,
-            11 if !value.is_nil() => expires_in = Some((number(ruby, value, "expires_in")?, value)),
-            12 if !value.is_nil() => expires_at = Some(epoch(ruby, value, "expires_at", true)?),
+            11 if !value.is_nil() => {
+                self.expires_in = Some((number(ruby, value, "expires_in")?, value))
+            }
+            12 if !value.is_nil() => {
+                self.expires_at = Some(epoch(ruby, value, "expires_at", true)?)
+            }
             13 if !value.is_nil() => {
-                timestamp = Some(epoch(ruby, value, "timestamp", false)?.floor() as i64)
+                self.timestamp = Some(epoch(ruby, value, "timestamp", false)?.floor() as i64)
             }
             _ => {}
         }
-        Ok(magnus::r_hash::ForEach::Continue)
-    })?;
-    if !bucket || !object {
-        let missing = if bucket { ":object" } else { ":bucket" };
-        return Err(arg_error(ruby, format!("missing keyword: {missing}")));
+        Ok(())
     }
-    if addressable {
-        req.v2_path = Some(encoding::addressable_path(&format!(
-            "{}/{}",
-            req.bucket, req.object
-        )));
+
+    /// The checks across keywords, in the order callers have always seen them.
+    fn finish(self, ruby: &Ruby) -> Result<Request, Error> {
+        if !self.bucket || !self.object {
+            let missing = if self.bucket { ":object" } else { ":bucket" };
+            return Err(arg_error(ruby, format!("missing keyword: {missing}")));
+        }
+        let mut req = self.req;
+        if self.addressable {
+            req.v2_path = Some(encoding::addressable_path(&format!(
+                "{}/{}",
+                req.bucket, req.object
+            )));
+        }
+        req.style = url_style(ruby, self.style, self.bound)?;
+        let expiry = expiry(ruby, req.version, self.expires_in, self.expires_at)?;
+        Ok(Request {
+            req,
+            expiry,
+            timestamp: self.timestamp,
+        })
     }
-    req.style = match style {
+}
+
+/// `url_style:` as chosen; the bucket-bound style needs its host name.
+fn url_style(ruby: &Ruby, style: usize, bound: Option<String>) -> Result<UrlStyle, Error> {
+    Ok(match style {
         0 => UrlStyle::Path,
         1 => UrlStyle::VirtualHosted,
         _ => UrlStyle::BucketBound(bound.ok_or_else(|| {
@@ -463,10 +514,19 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
                 "url_style: :bucket_bound_hostname needs bucket_bound_hostname:".into(),
             )
         })?),
-    };
-    let expiry = match (expires_in, expires_at) {
+    })
+}
+
+/// Exactly one of `expires_in:` and `expires_at:`; a relative one within the version's limit.
+fn expiry(
+    ruby: &Ruby,
+    version: Version,
+    expires_in: Option<(f64, Value)>,
+    expires_at: Option<f64>,
+) -> Result<Expiry, Error> {
+    Ok(match (expires_in, expires_at) {
         (Some((secs, given)), None) => {
-            config::expires_in(req.version == Version::V4, secs, &inspect(given))
+            config::expires_in(version == Version::V4, secs, &inspect(given))
                 .map_or_else(|e| Err(core_error(ruby, e)), |()| Ok(Expiry::In(secs)))?
         }
         (None, Some(at)) => Expiry::At(at),
@@ -476,11 +536,6 @@ pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
                 gcs_signer::Error::invalid(config::EXPIRY_EXCLUSIVE),
             ))
         }
-    };
-    Ok(Request {
-        req,
-        expiry,
-        timestamp,
     })
 }
 
@@ -663,44 +718,13 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
             return Err(unknown_key(ruby, key));
         };
         match i {
-            0 => {
-                credentials.credentials = opt(ruby, value, "credentials")?;
-                if credentials
-                    .credentials
-                    .as_deref()
-                    .is_some_and(|c| c.trim().is_empty())
-                {
-                    return Err(arg_error(ruby, "credentials must not be empty".into()));
-                }
-            }
+            0 => credentials.credentials = credentials_option(ruby, value)?,
             1 => credentials.service_account_email = opt(ruby, value, "service_account_email")?,
             2 => credentials.metadata_host = opt(ruby, value, "metadata_host")?,
             3 => credentials.iam_endpoint = opt(ruby, value, "iam_endpoint")?,
-            4 => {
-                credentials.delegates = if value.is_nil() {
-                    Vec::new()
-                } else if let Some(list) = RArray::from_value(value) {
-                    let mut out = Vec::with_capacity(list.len());
-                    for j in 0..list.len() {
-                        out.push(text(ruby, list.entry(j as isize)?, "delegates")?);
-                    }
-                    out
-                } else {
-                    vec![text(ruby, value, "delegates")?]
-                }
-            }
+            4 => credentials.delegates = delegates(ruby, value)?,
             5 => options.cache = cache_config(ruby, value)?,
-            6 => {
-                timeout = match Float::from_value(value).map(|f| f.to_f64()).or_else(|| {
-                    Integer::from_value(value)
-                        .and_then(|i| i.to_i64().ok())
-                        .map(|i| i as f64)
-                }) {
-                    Some(secs) => config::timeout(secs).ok(),
-                    None => None,
-                }
-                .ok_or_else(|| core_error(ruby, config::timeout_error(&inspect(value))))?
-            }
+            6 => timeout = timeout_option(ruby, value)?,
             7 => {
                 credentials.quota.max_per_minute = count(
                     ruby,
@@ -723,13 +747,7 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
             13 => options.refresh = refresh_config(ruby, value)?,
             _ => {
                 if !value.is_nil() {
-                    let clock = <&ManualClock>::try_convert(value).map_err(|_| {
-                        arg_error(
-                            ruby,
-                            "clock: give a GitlabGcsSigner::Native::ManualClock or nil".into(),
-                        )
-                    })?;
-                    options.clock = clock.0.clone();
+                    options.clock = manual_clock(ruby, value)?;
                 }
             }
         }
@@ -739,4 +757,55 @@ pub fn signer_options(ruby: &Ruby, hash: Value) -> Result<SignerOptions, Error> 
     options.credentials = credentials;
     options.timeout = timeout;
     Ok(options)
+}
+
+/// `credentials:`: a path or JSON text; a blank one is a mistake, not "use ADC".
+fn credentials_option(ruby: &Ruby, value: Value) -> Result<Option<String>, Error> {
+    let credentials = opt(ruby, value, "credentials")?;
+    if credentials.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        return Err(arg_error(ruby, "credentials must not be empty".into()));
+    }
+    Ok(credentials)
+}
+
+/// `delegates:`: nil, one email or an Array of them.
+fn delegates(ruby: &Ruby, value: Value) -> Result<Vec<String>, Error> {
+    if value.is_nil() {
+        Ok(Vec::new())
+    } else if let Some(list) = RArray::from_value(value) {
+        let mut out = Vec::with_capacity(list.len());
+        for j in 0..list.len() {
+            out.push(text(ruby, list.entry(j as isize)?, "delegates")?);
+        }
+        Ok(out)
+    } else {
+        Ok(vec![text(ruby, value, "delegates")?])
+    }
+}
+
+/// `timeout:`: a Float or Integer number of seconds within the core's limits.
+fn timeout_option(ruby: &Ruby, value: Value) -> Result<std::time::Duration, Error> {
+    match Float::from_value(value).map(|f| f.to_f64()).or_else(|| {
+        Integer::from_value(value)
+            .and_then(|i| i.to_i64().ok())
+            .map(|i| i as f64)
+    }) {
+        Some(secs) => config::timeout(secs).ok(),
+        None => None,
+    }
+    .ok_or_else(|| core_error(ruby, config::timeout_error(&inspect(value))))
+}
+
+/// `clock:` (tests only): the shared clock inside a ManualClock.
+fn manual_clock(
+    ruby: &Ruby,
+    value: Value,
+) -> Result<std::sync::Arc<gcs_signer::clock::ManualClock>, Error> {
+    let clock = <&ManualClock>::try_convert(value).map_err(|_| {
+        arg_error(
+            ruby,
+            "clock: give a GitlabGcsSigner::Native::ManualClock or nil".into(),
+        )
+    })?;
+    Ok(clock.0.clone())
 }
