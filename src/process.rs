@@ -492,6 +492,60 @@ mod tests {
     /// (see the module docs for the bound), and the parent goes on afterwards.
     #[test]
     fn a_child_never_waits_on_its_parent() {
+        // It parks threads on every process-wide lock: another test running
+        // beside it in the same process could wait on one of those while
+        // holding a lock a parked thread still has to take (seen as a hang
+        // on a loaded machine). So it runs alone, in a process of its own.
+        const ALONE: &str = "GCS_SIGNER_FORK_RULE_TEST";
+        if std::env::var_os(ALONE).is_none() {
+            use std::io::Read;
+            let mut test = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "process::tests::a_child_never_waits_on_its_parent",
+                    "--test-threads=1",
+                ])
+                .env(ALONE, "1")
+                // Its few lines are shown only if it fails (a second
+                // "test result" line would be counted as another test).
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("re-running the test binary");
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let status = loop {
+                if let Some(status) = test.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if Instant::now() > deadline {
+                    let _ = test.kill();
+                    let _ = test.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut output = String::new();
+            for pipe in [
+                test.stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn std::io::Read>),
+                test.stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn std::io::Read>),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut pipe = pipe;
+                let _ = pipe.read_to_string(&mut output);
+            }
+            let status = status.expect("the fork rule test hung (killed after 120 s)");
+            assert!(
+                status.success(),
+                "the fork rule test failed ({status}):\n{output}"
+            );
+            return;
+        }
         let (slow_token, slow_sign) = (Arc::new(AtomicBool::new(false)), Arc::default());
         let mock = google(slow_token.clone(), Arc::clone(&slow_sign));
         let (slow_cold, no_slow) = (Arc::new(AtomicBool::new(true)), Arc::default());
