@@ -85,8 +85,12 @@ module GitlabGcsSigner
     # signed_url for the fog shim: the request Hash built directly, with no
     # keyword splat on the cache-hit path. @api private
     def fog_signed_url(version, method, scheme, host, bucket, object, headers, query, expires_at, v2_path)
-      request = { version: version, method: method, scheme: scheme, host: host, bucket: bucket, object: object,
-                  expires_at: expires_at }
+      # Defaults (GET, https, the signer's host) left out: a Hash of at most
+      # 8 entries stays Ruby's small array-backed kind, cheaper to build and read.
+      request = { version: version, bucket: bucket, object: object, expires_at: expires_at }
+      request[:method] = method unless method == "GET"
+      request[:scheme] = scheme unless scheme == "https"
+      request[:host] = host if host
       request[:headers] = headers if headers
       request[:query] = query if query
       request[:v2_path] = v2_path if v2_path
