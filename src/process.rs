@@ -360,6 +360,7 @@ mod tests {
         "/spec/fixtures/conformance/test_service_account.not-a-test.json"
     );
     const SLOW: Duration = Duration::from_secs(2);
+    const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// A loopback metadata server and IAM. The next request after `slow_*`
     /// is set waits [`SLOW`] (a call in flight at the fork); signatures
@@ -404,14 +405,17 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        // Long enough for the parent's in-flight calls to outlast the
+        // set-up and the fork on a loaded machine; a hang is caught by the
+        // child's watchdog, not by this deadline.
         let options = CredentialOptions {
-            timeout: Duration::from_secs(5),
+            timeout: CALL_TIMEOUT,
             ..CredentialOptions::default()
         };
         let stats = Arc::new(Stats::default());
         let blob = discover_with(&options, stats.clone(), &env).unwrap();
         let options = SignerOptions {
-            timeout: Duration::from_secs(5),
+            timeout: CALL_TIMEOUT,
             ..SignerOptions::default()
         };
         UrlSigner::with_blob_signer(blob, options, stats).unwrap()
@@ -420,7 +424,7 @@ mod tests {
     fn keyed() -> UrlSigner {
         let mut options = SignerOptions::default();
         options.credentials.credentials = Some(KEY_FILE.into());
-        options.timeout = Duration::from_secs(5);
+        options.timeout = CALL_TIMEOUT;
         UrlSigner::new(options).unwrap()
     }
 
@@ -619,9 +623,20 @@ mod tests {
             ] {
                 assert!(names.contains(&kind), "{kind} not held: {names:?}");
             }
-            while parked.load(Ordering::SeqCst) < held {
+            // On a loaded machine the in-flight signBlob call or token fetch
+            // can land first; its task then waits on a lock a parked thread
+            // holds, so one runtime worker never parks. The fork then happens
+            // with that worker blocked on the lock: a harder case for the
+            // child, not an easier one. So the wait is bounded.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while parked.load(Ordering::SeqCst) < held && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
+            assert!(
+                parked.load(Ordering::SeqCst) + 2 >= held,
+                "only {} of {held} lock holders parked",
+                parked.load(Ordering::SeqCst)
+            );
 
             let (mut fds, mut report) = ([0; 2], [0u8; 512]);
             // SAFETY: a pipe for the child's report.
