@@ -6,6 +6,8 @@ require "json"
 # another process stored counts as a stale answer for exactly the same
 # request, and a background refresh is published to the store.
 RSpec.describe "outages with the shared cache level", :emulator, :redis do
+  include OutageHelper
+
   let(:redis) { RedisServer.shared }
   let(:bucket) { "gitlab-uploads" }
   let(:object) { "uploads/7/shared.pdf" }
@@ -21,19 +23,6 @@ RSpec.describe "outages with the shared cache level", :emulator, :redis do
   def process_signer(**options)
     keyless_signer(shared_cache: GitlabGcsSigner::SharedCache.new(redis.cache_store), clock: clock, timeout: 1.5,
                    **options)
-  end
-
-  def download(signer, name: object)
-    signer.signed_url(bucket: bucket, object: name, expires_in: 600,
-                      query: { "response-content-disposition" => "attachment" })
-  end
-
-  # A 503 outage ends in ServiceUnavailableError, or TimeoutError when the
-  # deadline passes during a retry (a loaded machine).
-  def raise_unavailable
-    raise_error(GitlabGcsSigner::Error) do |e|
-      expect(e).to be_a(GitlabGcsSigner::ServiceUnavailableError).or be_a(GitlabGcsSigner::TimeoutError)
-    end
   end
 
   def stored

@@ -13,6 +13,8 @@ require "stringio"
 # are raised. Time runs on a ManualClock starting now; the emulator's GCS
 # verifier is told the same time when it checks a served URL.
 RSpec.describe "stale-if-error", :emulator do
+  include OutageHelper
+
   let(:bucket) { "gitlab-uploads" }
   let(:object) { "uploads/1/report.pdf" }
   let(:clock) { GitlabGcsSigner::Testing::ManualClock.new(Time.now.to_i) }
@@ -22,19 +24,6 @@ RSpec.describe "stale-if-error", :emulator do
 
   def signer(**options)
     keyless_signer(clock: clock, timeout: 3, **options)
-  end
-
-  def download(signer, expires_in: 600, name: object, query: { "response-content-disposition" => "attachment" },
-               method: "GET")
-    signer.signed_url(bucket: bucket, object: name, expires_in: expires_in, query: query, method: method)
-  end
-
-  # A 503 outage ends in ServiceUnavailableError, or TimeoutError when the
-  # deadline passes during a retry (a loaded machine).
-  def raise_unavailable
-    raise_error(GitlabGcsSigner::Error) do |e|
-      expect(e).to be_a(GitlabGcsSigner::ServiceUnavailableError).or be_a(GitlabGcsSigner::TimeoutError)
-    end
   end
 
   # The emulator's verifier checks the URL at the signer's (simulated) time.
