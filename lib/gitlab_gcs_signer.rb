@@ -15,8 +15,20 @@ require_relative "gitlab_gcs_signer/observability"
 # Signed Google Cloud Storage URLs for GitLab without a service-account key.
 module GitlabGcsSigner
   @default_lock = Mutex.new
+  @generation_lock = Mutex.new
+  @generation = 0
 
   class << self
+    # Changes whenever the default signer is replaced or the fog shim is
+    # installed or switched on or off: each fog-google connection keeps its
+    # choice of signer until then (one Integer comparison per URL).
+    attr_reader :generation
+
+    # @api private
+    def settings_changed
+      @generation_lock.synchronize { @generation += 1 }
+    end
+
     # One process-wide signer from Application Default Credentials and the
     # environment (GCE_METADATA_HOST, GCS_SIGNER_IAM_ENDPOINT,
     # GITLAB_GCS_SIGNER_SERVICE_ACCOUNT). Fork-safe: the native runtime is
@@ -32,6 +44,7 @@ module GitlabGcsSigner
       raise ArgumentError, "default_signer must be a GitlabGcsSigner::Signer" unless signer.is_a?(Signer)
 
       @default_lock.synchronize { @default_signer = signer }
+      settings_changed
     end
   end
 end

@@ -52,5 +52,5 @@ pub mod v2;
 pub mod v4;
 
 pub use error::{Error, ErrorKind, Result};
-pub use request::{UrlRequest, UrlStyle, Version};
+pub use request::{UrlRequest, UrlStyle, V2Path, Version};
 pub use signer::UrlSigner;

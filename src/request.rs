@@ -27,6 +27,22 @@ pub enum UrlStyle {
     BucketBound(String),
 }
 
+/// V2 only: how `bucket/object` is written into the URL path (and the
+/// signed resource). Each installed fog-google writes it its own way; the
+/// fog shim names the way, and the path itself is only built when a URL is
+/// signed, never on the cache-hit path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum V2Path {
+    /// fog-google 1.15's own escaping (up to fog-google 1.20).
+    #[default]
+    Fog115,
+    /// Addressable's path encoding, as fog-google >= 1.21 writes it
+    /// ([`crate::encoding::addressable_path`]).
+    Addressable,
+    /// Exactly this path, already percent-encoded by the caller.
+    Encoded(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlRequest {
     pub version: Version,
@@ -47,10 +63,8 @@ pub struct UrlRequest {
     /// [`DEFAULT_HOST`].
     pub host: Option<String>,
     pub style: UrlStyle,
-    /// V2 only: the `bucket/object` path exactly as it must appear in the URL
-    /// (already percent-encoded). The fog shim passes the installed
-    /// fog-google's own encoding here; `None` means fog-google 1.15's.
-    pub v2_path: Option<String>,
+    /// V2 only: how the `bucket/object` path is encoded.
+    pub v2_path: V2Path,
 }
 
 impl UrlRequest {
@@ -66,7 +80,7 @@ impl UrlRequest {
             scheme: "https".into(),
             host: None,
             style: UrlStyle::Path,
-            v2_path: None,
+            v2_path: V2Path::Fog115,
         }
     }
 
@@ -253,7 +267,10 @@ impl UrlRequest {
             }
             + field(&self.bucket)
             + field(&self.object)
-            + self.v2_path.as_deref().map_or(0, field)
+            + match &self.v2_path {
+                V2Path::Encoded(p) => field(p),
+                _ => 1,
+            }
             + pairs
     }
 
@@ -300,8 +317,9 @@ impl UrlRequest {
         push(key, &self.bucket);
         push(key, &self.object);
         match &self.v2_path {
-            None => key.push('-'),
-            Some(p) => push(key, p),
+            V2Path::Fog115 => key.push('-'),
+            V2Path::Addressable => key.push('a'),
+            V2Path::Encoded(p) => push(key, p),
         }
         key.push('h');
         push_len(key, self.headers.len());
@@ -435,7 +453,8 @@ mod tests {
             Box::new(|r| r.style = UrlStyle::BucketBound("x".into())),
             Box::new(|r| r.bucket = "c".into()),
             Box::new(|r| r.object = "p".into()),
-            Box::new(|r| r.v2_path = Some("b/o".into())),
+            Box::new(|r| r.v2_path = V2Path::Encoded("b/o".into())),
+            Box::new(|r| r.v2_path = V2Path::Addressable),
             Box::new(|r| r.headers = vec![("a".into(), "b".into())]),
             Box::new(|r| r.query = vec![("a".into(), "b".into())]),
         ];

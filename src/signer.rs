@@ -889,7 +889,7 @@ mod tests {
     use crate::blob::BoxFuture;
     use crate::cache::SIGN_BLOB_MAX_SERVE_SECS;
     use crate::clock::ManualClock;
-    use crate::request::UrlStyle;
+    use crate::request::{UrlStyle, V2Path};
 
     /// A `signBlob`-like signer for a fixed account: the signature is the
     /// first 256 bytes of the payload's SHA-256, repeated.
@@ -938,7 +938,7 @@ mod tests {
             scheme: "https".into(),
             host: None,
             style: UrlStyle::Path,
-            v2_path: None,
+            v2_path: V2Path::Fog115,
         }
     }
 

@@ -36,9 +36,9 @@
 //! its first position, with its last value; [`prepare`] does the same with
 //! the request's query pairs.
 
-use crate::encoding::{cgi_escape, fog115_path, fog_escape, ruby_encode64_chomp};
+use crate::encoding::{self, cgi_escape, fog115_path, fog_escape, ruby_encode64_chomp};
 use crate::error::{Error, ErrorKind, Result};
-use crate::request::{UrlRequest, Version};
+use crate::request::{UrlRequest, V2Path, Version};
 
 /// Query keys fog-google appends to the canonical resource (`Real#signature`).
 const SUB_RESOURCES: [&str; 7] = [
@@ -103,11 +103,16 @@ pub fn prepare(req: &UrlRequest, email: &str, expires_epoch: i64) -> Result<V2Pr
     }
     check_query_keys(&req.query)?;
     let path = match &req.v2_path {
-        Some(p) => {
+        V2Path::Encoded(p) => {
             check_encoded_path(p)?;
             p.clone()
         }
-        None => fog115_path(&format!("{}/{}", req.bucket, req.object)),
+        V2Path::Addressable => {
+            let p = encoding::addressable_path(&format!("{}/{}", req.bucket, req.object));
+            check_encoded_path(&p)?;
+            p
+        }
+        V2Path::Fog115 => fog115_path(&format!("{}/{}", req.bucket, req.object)),
     };
     let headers = canonical_headers(&req.headers)?;
     let query = ruby_hash(&req.query);
@@ -530,7 +535,7 @@ mod tests {
     #[test]
     fn v2_path_is_used_verbatim_in_url_and_resource() {
         let mut r = req("a b+c.png");
-        r.v2_path = Some("bucket/a%20b+c.png".into());
+        r.v2_path = V2Path::Encoded("bucket/a%20b+c.png".into());
         r.host = Some("127.0.0.1:8080".into());
         r.scheme = "http".into();
         let p = prepare(&r, EMAIL, EXPIRES).unwrap();
@@ -548,10 +553,33 @@ mod tests {
             "bucket/%2e%2E/x",
             "bucket/.",
         ] {
-            r.v2_path = Some(bad.into());
+            r.v2_path = V2Path::Encoded(bad.into());
             let err = prepare(&r, EMAIL, EXPIRES).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn addressable_path_is_encoded_when_signing() {
+        let mut r = req("a b+c [1].png");
+        r.v2_path = V2Path::Addressable;
+        let p = prepare(&r, EMAIL, EXPIRES).unwrap();
+        // Addressable keeps sub-delimiters (+) and encodes space and brackets.
+        assert!(
+            p.string_to_sign
+                .ends_with("\n/bucket/a%20b+c%20%5B1%5D.png"),
+            "{}",
+            p.string_to_sign
+        );
+        assert!(p
+            .finish(b"s")
+            .contains(".com/bucket/a%20b+c%20%5B1%5D.png?GoogleAccessId="));
+        // Not the default (fog-google 1.15's) encoding of the same object.
+        r.v2_path = V2Path::Fog115;
+        assert_ne!(
+            prepare(&r, EMAIL, EXPIRES).unwrap().string_to_sign,
+            p.string_to_sign
+        );
     }
 
     #[test]

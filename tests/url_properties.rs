@@ -16,7 +16,7 @@
 use gcs_signer::cancel::Cancel;
 use gcs_signer::credentials::CredentialOptions;
 use gcs_signer::signer::{Expiry, SignerOptions};
-use gcs_signer::{v2, v4, ErrorKind, UrlRequest, UrlSigner, UrlStyle, Version};
+use gcs_signer::{v2, v4, ErrorKind, UrlRequest, UrlSigner, UrlStyle, V2Path, Version};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 const EMAIL: &str = "test-iam-credentials@dummy-project-id.iam.gserviceaccount.com";
@@ -265,13 +265,13 @@ fn random_request(rng: &mut Rng) -> UrlRequest {
         _ => UrlStyle::BucketBound(rng.pick(HOSTS).to_string()),
     };
     if version == Version::V2 && rng.chance(15) {
-        req.v2_path = Some(if rng.chance(70) {
-            pct(&format!("{}/{}", req.bucket, req.object), |b| {
+        req.v2_path = match rng.below(10) {
+            0..=5 => V2Path::Encoded(pct(&format!("{}/{}", req.bucket, req.object), |b| {
                 unreserved(b) || b == b'/'
-            })
-        } else {
-            rng.text(PARTS, 6)
-        });
+            })),
+            6..=7 => V2Path::Addressable,
+            _ => V2Path::Encoded(rng.text(PARTS, 6)),
+        };
     }
     req
 }
@@ -587,11 +587,11 @@ fn check_v2(req: &UrlRequest, p: &v2::V2Prepared, expires: i64, sig: &[u8]) {
         "URL path is the signed resource: {url}"
     );
     match &req.v2_path {
-        None => assert_eq!(
+        V2Path::Fog115 | V2Path::Addressable => assert_eq!(
             decode(path),
             format!("/{}/{}", req.bucket, req.object).as_bytes()
         ),
-        Some(v2_path) => assert_eq!(path, format!("/{v2_path}")),
+        V2Path::Encoded(v2_path) => assert_eq!(path, format!("/{v2_path}")),
     }
     let (caller, own) = query.split_once("GoogleAccessId=").expect("GoogleAccessId");
     let mut keys = Vec::new();

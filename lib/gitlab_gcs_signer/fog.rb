@@ -27,19 +27,18 @@ module GitlabGcsSigner
     @installed = []
     @key_signers = {}
     @warned = {}
-    # Bumped by every install! and enabled=: connections re-pick their signer.
-    @generation = 0
 
     class << self
-      attr_reader :version, :sign_keyed, :generation
+      attr_reader :version, :sign_keyed
 
       # Globally off (`GitlabGcsSigner::Fog.enabled = false`, or
       # GITLAB_GCS_SIGNER_DISABLE=1 when install! runs) sends every call back
-      # to fog's own code. Connections re-check it only when the generation
-      # changes: nothing of this is read on a cache hit.
+      # to fog's own code. Connections re-check it only when
+      # GitlabGcsSigner.generation changes: nothing of this is read on a
+      # cache hit.
       def enabled=(value)
         @enabled = value
-        @generation += 1
+        GitlabGcsSigner.settings_changed
       end
 
       def enabled
@@ -65,7 +64,7 @@ module GitlabGcsSigner
           @sign_keyed = sign_keyed
           @enabled = true if @enabled.nil?
           @env_disabled = !ENV["GITLAB_GCS_SIGNER_DISABLE"].to_s.empty?
-          @generation += 1
+          GitlabGcsSigner.settings_changed
           patch_real_class
         end
         self
@@ -191,25 +190,41 @@ module GitlabGcsSigner
     end
 
     # Prepended to fog-google's Real storage class. Each method turns fog's
-    # arguments into a signed_url call and nothing more.
+    # arguments into one signed_url call and nothing more: on a cache hit
+    # that is one memo check, one small Array and one native call.
     module Patch
       # Per-connection switch: `connection.gitlab_gcs_signer = false`.
-      attr_writer :gitlab_gcs_signer
+      def gitlab_gcs_signer=(value)
+        @gitlab_gcs_signer = value
+        @gcs_signer_generation = nil # picked again on the next URL
+      end
 
       def get_object_https_url(bucket_name, object_name, expires, options = {})
-        gcs_signer_url("GET", "https", bucket_name, object_name, expires, options[:query]) { super }
+        signer = gcs_signer
+        return super unless signer
+
+        gcs_signer_url(signer, "GET", "https", bucket_name, object_name, expires, options[:query], nil)
       end
 
       def get_object_http_url(bucket_name, object_name, expires, options = {})
-        gcs_signer_url("GET", "http", bucket_name, object_name, expires, options[:query]) { super }
+        signer = gcs_signer
+        return super unless signer
+
+        gcs_signer_url(signer, "GET", "http", bucket_name, object_name, expires, options[:query], nil)
       end
 
       def put_object_url(bucket_name, object_name, expires, headers = {})
-        gcs_signer_url("PUT", "https", bucket_name, object_name, expires, nil, headers) { super }
+        signer = gcs_signer
+        return super unless signer
+
+        gcs_signer_url(signer, "PUT", "https", bucket_name, object_name, expires, nil, headers)
       end
 
       def delete_object_url(bucket_name, object_name, expires)
-        gcs_signer_url("DELETE", "https", bucket_name, object_name, expires) { super }
+        signer = gcs_signer
+        return super unless signer
+
+        gcs_signer_url(signer, "DELETE", "https", bucket_name, object_name, expires, nil, nil)
       end
 
       private
@@ -228,24 +243,24 @@ module GitlabGcsSigner
         signer ? signer.email : super
       end
 
-      # The signer for this connection, or nil to leave it to fog; worked
-      # out once per connection (and authorization), not on every URL.
+      # The signer for this connection, or nil to leave it to fog: picked
+      # once per connection, again only when its authorization is replaced
+      # or GitlabGcsSigner.generation changes (a new default signer,
+      # install!, Fog.enabled=, gitlab_gcs_signer=).
       def gcs_signer
-        return nil if @gitlab_gcs_signer == false
-
-        fog = GitlabGcsSigner::Fog
         auth = @storage_json&.authorization
-        default = fog.signer
-        if @gcs_signer_generation == fog.generation && @gcs_signer_auth.equal?(auth) && @gcs_signer_default.equal?(default)
-          return @gcs_signer_chosen
-        end
+        return @gcs_signer_chosen if @gcs_signer_generation == GitlabGcsSigner.generation && auth.equal?(@gcs_signer_auth)
 
-        generation = fog.generation
-        chosen = fog.enabled ? fog.signer_for(auth, gcs_signer_universe) : nil
+        gcs_signer_pick(auth)
+      end
+
+      def gcs_signer_pick(auth)
+        generation = GitlabGcsSigner.generation # read first: a change meanwhile re-picks
+        fog = GitlabGcsSigner::Fog
+        chosen = @gitlab_gcs_signer != false && fog.enabled ? fog.signer_for(auth, gcs_signer_universe) : nil
         version = fog.version || :v2
         @gcs_signer_generation = nil # set last: a concurrent reader never sees a half-written memo
         @gcs_signer_auth = auth
-        @gcs_signer_default = default
         @gcs_signer_chosen = chosen
         # What every URL of this connection passes along, worked out once.
         @gcs_signer_version = version
@@ -261,26 +276,18 @@ module GitlabGcsSigner
         universe.empty? ? GitlabGcsSigner::Fog::DEFAULT_UNIVERSE : universe
       end
 
-      def gcs_signer_url(method, scheme, bucket_name, object_name, expires, query = nil, headers = nil)
-        signer = gcs_signer
-        return yield unless signer
+      # fog's arguments as signed_url's positional request
+      # (Signer#fog_signed_url). Headers and query go as fog got them: the
+      # native side takes Symbol names and Numeric values, and leaves out
+      # query entries with a nil name or value, as fog-google does.
+      def gcs_signer_url(signer, method, scheme, bucket_name, object_name, expires, query, headers)
         raise ArgumentError, "bucket_name is required" unless bucket_name
         raise ArgumentError, "object_name is required" unless object_name
 
         signer.fog_signed_url(
           @gcs_signer_version, method, scheme, @host, bucket_name.to_s, object_name.to_s,
-          headers.nil? || headers.empty? ? nil : headers.transform_keys(&:to_s),
-          query.nil? || query.empty? ? nil : gcs_signer_query(query),
-          expires, @gcs_signer_v2_path
+          headers, query, expires, @gcs_signer_v2_path
         )
-      end
-
-      # fog's query, nil keys and values dropped (names may be Symbols and
-      # values Numeric: the native side takes those as they are).
-      def gcs_signer_query(query)
-        return query unless query.key?(nil) || query.value?(nil)
-
-        query.reject { |k, v| k.nil? || v.nil? }.to_h { |k, v| [k.to_s, v.to_s] }
       end
     end
   end

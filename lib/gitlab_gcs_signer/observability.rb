@@ -100,7 +100,8 @@ module GitlabGcsSigner
         return nil unless what == :sign_url && defined?(::ActiveSupport::Notifications) &&
                           ::ActiveSupport::Notifications.notifier.listening?(SIGN_URL_EVENT)
 
-        payload = { cache: nil, method: verb(request), bucket: request[:bucket], version: version(request) }
+        method, bucket, version = described(request)
+        payload = { cache: nil, method: method, bucket: bucket, version: version }
         instrumenter = ::ActiveSupport::Notifications.instrumenter
         [instrumenter, payload, instrumenter.start(SIGN_URL_EVENT, payload)]
       end
@@ -152,25 +153,22 @@ module GitlabGcsSigner
       def stale(request, remaining, error)
         return unless defined?(::ActiveSupport::Notifications)
 
+        method, bucket, version = described(request)
         ::ActiveSupport::Notifications.instrument(
-          STALE_URL_EVENT,
-          method: verb(request), bucket: request[:bucket], version: version(request), remaining: remaining,
-          error: error
+          STALE_URL_EVENT, method: method, bucket: bucket, version: version, remaining: remaining, error: error
         )
       end
 
       def description(request)
-        "signing a #{version(request)} #{verb(request)} URL in bucket #{request[:bucket]}"
+        method, bucket, version = described(request)
+        "signing a #{version} #{method} URL in bucket #{bucket}"
       end
 
-      # The request's verb and version as the payload and logs show them
-      # (signed_url's defaults: GET, :v4); the native side checks them.
-      def verb(request)
-        request.fetch(:method, "GET").to_s.upcase
-      end
-
-      def version(request)
-        request.fetch(:version, :v4).to_s.to_sym
+      # The request's verb, bucket and version as the payload and logs show
+      # them (signed_url's defaults: GET, :v4); the native side checks them.
+      def described(request)
+        request = Signing.keywords(request)
+        [request.fetch(:method, "GET").to_s.upcase, request[:bucket], request.fetch(:version, :v4).to_s.to_sym]
       end
 
       def failed(error, what)

@@ -82,19 +82,13 @@ module GitlabGcsSigner
       url
     end
 
-    # signed_url for the fog shim: the request Hash built directly, with no
-    # keyword splat on the cache-hit path. @api private
+    # signed_url for the fog shim, its arguments in Native::REQUEST_KEYS
+    # order (nil: the default): they go to the native side as one Array, so
+    # the cache-hit path builds no Hash and splats no keywords. @api private
     def fog_signed_url(version, method, scheme, host, bucket, object, headers, query, expires_at, v2_path)
-      # Defaults (GET, https, the signer's host) left out: a Hash of at most
-      # 8 entries stays Ruby's small array-backed kind, cheaper to build and read.
-      request = { version: version, bucket: bucket, object: object, expires_at: expires_at }
-      request[:method] = method unless method == "GET"
-      request[:scheme] = scheme unless scheme == "https"
-      request[:host] = host if host
-      request[:headers] = headers if headers
-      request[:query] = query if query
-      request[:v2_path] = v2_path if v2_path
-      url = Signing.signed_url(@native, request, @shared_cache)
+      url = Signing.signed_url(
+        @native, [version, method, scheme, host, bucket, object, headers, query, expires_at, v2_path], @shared_cache
+      )
       @shared_cache.publish_refreshed(@native) if @share_refreshes
       url
     end

@@ -19,7 +19,9 @@ module GitlabGcsSigner
   #                                  (nil when the subscriber needs none)
   #   call_finished(started, what, request, status, error, stale = nil)
   #
-  # +what+ is :sign_url (+request+ Signer#signed_url's keywords) or a String
+  # +what+ is :sign_url (+request+ Signer#signed_url's keywords, or the fog
+  # shim's positional form of them: Signing.keywords turns either into the
+  # keyword Hash) or a String
   # naming another signer call ("signBlob", ...; +request+ nil); +status+ is
   # :hit, :shared_hit, :miss or :stale (a stale-if-error answer; +stale+ is
   # then [seconds_left, error_kind]), or nil when the call failed before
@@ -33,8 +35,8 @@ module GitlabGcsSigner
     class << self
       attr_accessor :subscriber
 
-      # The URL for +request+, Signer#signed_url's keyword Hash (converted
-      # and checked natively, once).
+      # The URL for +request+, Signer#signed_url's keyword Hash or its
+      # positional form (converted and checked natively, once).
       def signed_url(native, request, shared)
         started = @subscriber&.call_started(:sign_url, request)
         unless shared || started
@@ -68,6 +70,16 @@ module GitlabGcsSigner
         end
         @subscriber&.call_finished(started, :sign_url, request, status, nil, stale.nil? || stale.empty? ? nil : stale)
         url
+      end
+
+      # Signer#signed_url's keywords for +request+: a keyword Hash as it is;
+      # the fog shim's positional form (an Array in Native::REQUEST_KEYS
+      # order, nil meaning "not given", built instead of a Hash on the
+      # cache-hit path) as the Hash it stands for.
+      def keywords(request)
+        return request unless request.is_a?(Array)
+
+        Native::REQUEST_KEYS.zip(request).reject { |key, value| value.nil? && key != :object }.to_h
       end
 
       # Any other signer call that never hits a cache (signBlob, the email

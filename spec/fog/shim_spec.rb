@@ -2,6 +2,8 @@
 
 require "cgi"
 
+RSpec::Matchers.define_negated_matcher :not_change, :change unless RSpec::Matchers.method_defined?(:not_change)
+
 # The fog-google shim with real fog-google (Debian's: 1.15 on Debian 12, 1.29 on sid) against the
 # emulator: GitLab's calls, unchanged, produce URLs the emulator's verifier
 # accepts, from one token and with no signBlob call for a repeated URL.
@@ -101,6 +103,49 @@ RSpec.describe GitlabGcsSigner::Fog, :emulator, :fog do
     put_ours = storage.put_object_url(bucket, "p q", Time.now + 600, "Content-Type" => "text/plain", "x-goog-meta-a" => "1")
     put_fogs = without_shim { storage.put_object_url(bucket, "p q", expires_of(put_ours), "Content-Type" => "text/plain", "x-goog-meta-a" => "1") }
     expect(put_ours).to eq(put_fogs)
+  end
+
+  it "takes fog's arguments as fog does: nil query entries left out, Symbol names, byte for byte fog's own URL" do
+    storage = keyed_storage
+    query = { "response-content-type" => nil, nil => "x", "response-content-disposition": "inline" }
+    ours = storage.get_object_https_url(bucket, "n.txt", Time.now + 600, query: query)
+    fogs = without_shim { storage.get_object_https_url(bucket, "n.txt", expires_of(ours), query: query) }
+    expect(ours).to eq(fogs)
+    expect(ours).to include("?response-content-disposition=inline&GoogleAccessId=")
+    # The same URL as without the nil entries: one cache entry, and it verifies.
+    expect(storage.get_object_https_url(bucket, "n.txt", Time.at(expires_of(ours)),
+                                        query: { "response-content-disposition" => "inline" })).to eq(ours)
+    emulator.client.put_object(bucket, "n.txt", "n")
+    expect(gcs(ours).code).to eq("200")
+  end
+
+  it "refuses a nil header value rather than signing something else (fog's PUT headers)" do
+    expect { keyless_storage.put_object_url(bucket, "h.txt", Time.now + 600, "Content-Type" => nil) }
+      .to raise_error(ArgumentError, /headers\["Content-Type"\]/)
+  end
+
+  it "signs an existing connection's next URL with a new default signer" do
+    storage = keyless_storage
+    old = GitlabGcsSigner.default_signer
+    storage.get_object_https_url(bucket, "d.txt", Time.now + 600)
+    replacement = key_signer # signs locally: no signBlob call
+    GitlabGcsSigner.default_signer = replacement
+    expect { storage.get_object_https_url(bucket, "d.txt", Time.now + 600) }
+      .to change { replacement.stats[:misses] }.by(1).and(not_change { old.stats[:hits] + old.stats[:misses] })
+    expect(emulator.stats["sign_blob_calls"]).to eq(1) # the first URL only
+  end
+
+  it "picks the signer again when a connection's authorization is replaced" do
+    storage = keyless_storage
+    storage.get_object_https_url(bucket, "a.txt", Time.now + 600)
+    keyed = keyed_storage.instance_variable_get(:@storage_json).authorization
+    storage.instance_variable_get(:@storage_json).authorization = keyed
+    key_signer = described_class.key_signer(keyed)
+    url = nil
+    expect { url = storage.get_object_https_url(bucket, "a.txt", Time.now + 600) }
+      .to change { key_signer.stats.values_at(:hits, :misses).sum }.by(1)
+    expect(CGI.parse(URI(url).query)["GoogleAccessId"]).to eq([keyed.issuer])
+    expect(emulator.stats["sign_blob_calls"]).to eq(1) # the first URL only
   end
 
   it "serves keyed connections from the gem's cache: one signer per key across connections" do

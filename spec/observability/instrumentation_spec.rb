@@ -47,6 +47,19 @@ RSpec.describe "sign_url.gitlab_gcs_signer instrumentation", :emulator do
     expect(recorded.map { |e| e.payload.values.join(" ") }.join).not_to match(/report|pdf|X-Goog|ya29/)
   end
 
+  it "reports the fog shim's positional requests with the same payload as keyword ones" do
+    expires = Time.now + 600
+    recorded = events do
+      2.times { signer.fog_signed_url(:v2, "PUT", "https", nil, "uploads", "o.bin", nil, nil, expires, nil) }
+      signer.fog_signed_url(:v4, nil, nil, nil, "uploads", "o.bin", nil, nil, expires, nil)
+    end
+    expect(recorded.map(&:payload)).to eq([
+      { cache: :miss, method: "PUT", bucket: "uploads", version: :v2 },
+      { cache: :hit, method: "PUT", bucket: "uploads", version: :v2 },
+      { cache: :miss, method: "GET", bucket: "uploads", version: :v4 }
+    ])
+  end
+
   it "reports the error class and message on failure, as a miss" do
     emulator.configure("deny_sign_blob" => true)
     recorded = events do

@@ -64,6 +64,14 @@ RSpec.describe "GitlabGcsSigner.logger", :emulator do
     expect(log).not_to include("ya29")
   end
 
+  it "describes a failed fog shim call (a positional request) as it does a keyword one" do
+    emulator.configure("deny_sign_blob" => true)
+    expect { keyless_signer.fog_signed_url(:v2, nil, nil, nil, "uploads", "o", nil, nil, Time.now + 600, nil) }
+      .to raise_error(GitlabGcsSigner::PermissionDeniedError)
+    expect(log.lines.grep(/^ERROR/))
+      .to contain_exactly(start_with("ERROR gitlab-gcs-signer: signing a v2 GET URL in bucket uploads failed: "))
+  end
+
   it "logs a failed token refresh as a warning" do
     signer = keyless_signer(service_account_email: emulator_email)
     sign(signer, "first")

@@ -5,7 +5,7 @@
 
 use magnus::encoding::EncodingCapable;
 use magnus::value::ReprValue;
-use magnus::{Error, RArray, RHash, RString, Ruby, Symbol, TryConvert, Value};
+use magnus::{prelude::*, Error, RArray, RHash, RModule, RString, Ruby, Symbol, TryConvert, Value};
 
 pub fn arg<T: TryConvert>(ruby: &Ruby, args: &[Value], i: usize, name: &str) -> Result<T, Error> {
     let value = args
@@ -74,7 +74,18 @@ pub fn pairs(
     i: usize,
     name: &str,
 ) -> Result<Vec<(String, String)>, Error> {
-    let value: Value = arg(ruby, args, i, name)?;
+    pair_list(ruby, arg(ruby, args, i, name)?, name, false)
+}
+
+/// [`pairs`] of `value`; with `drop_nil`, a pair whose name or value is nil
+/// is left out (as fog-google leaves it out of a URL's query) rather than
+/// refused.
+fn pair_list(
+    ruby: &Ruby,
+    value: Value,
+    name: &str,
+    drop_nil: bool,
+) -> Result<Vec<(String, String)>, Error> {
     let pair = |k: Value, v: Value| -> Result<(String, String), Error> {
         let key = match Symbol::from_value(k) {
             Some(sym) => sym.name()?.into_owned(),
@@ -89,10 +100,13 @@ pub fn pairs(
         };
         Ok((key, value))
     };
+    let dropped = |k: Value, v: Value| drop_nil && (k.is_nil() || v.is_nil());
     if let Some(hash) = RHash::from_value(value) {
         let mut out = Vec::with_capacity(hash.len());
         hash.foreach(|k: Value, v: Value| {
-            out.push(pair(k, v)?);
+            if !dropped(k, v) {
+                out.push(pair(k, v)?);
+            }
             Ok(magnus::r_hash::ForEach::Continue)
         })?;
         return Ok(out);
@@ -103,15 +117,18 @@ pub fn pairs(
             format!("{name} must be a Hash, got {}", class_name(value)),
         ));
     };
-    (0..list.len())
-        .map(|j| {
-            let entry: RArray = list.entry(j as isize)?;
-            if entry.len() != 2 {
-                return Err(arg_error(ruby, format!("{name} must be name/value pairs")));
-            }
-            pair(entry.entry(0)?, entry.entry(1)?)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(list.len());
+    for j in 0..list.len() {
+        let entry: RArray = list.entry(j as isize)?;
+        if entry.len() != 2 {
+            return Err(arg_error(ruby, format!("{name} must be name/value pairs")));
+        }
+        let (k, v) = (entry.entry(0)?, entry.entry(1)?);
+        if !dropped(k, v) {
+            out.push(pair(k, v)?);
+        }
+    }
+    Ok(out)
 }
 
 // ------------------------------------------------------------------------
@@ -126,11 +143,10 @@ use crate::clock::ManualClock;
 use gcs_signer::cache::CacheConfig;
 use gcs_signer::config;
 use gcs_signer::credentials::CredentialOptions;
-use gcs_signer::encoding;
 use gcs_signer::refresh::RefreshConfig;
 use gcs_signer::signer::{Expiry, SignerOptions};
 use gcs_signer::stale::StaleConfig;
-use gcs_signer::{UrlRequest, UrlStyle, Version};
+use gcs_signer::{UrlRequest, UrlStyle, V2Path, Version};
 use magnus::rb_sys::AsRawValue;
 use magnus::{Float, Integer, StaticSymbol};
 use std::borrow::Cow;
@@ -143,22 +159,46 @@ pub struct Request {
     pub timestamp: Option<i64>,
 }
 
-const REQUEST_KEYS: [&str; 14] = [
-    "version",
-    "method",
-    "bucket",
-    "object",
-    "headers",
-    "query",
-    "scheme",
-    "host",
-    "url_style",
-    "bucket_bound_hostname",
-    "v2_path",
-    "expires_in",
-    "expires_at",
-    "timestamp",
+/// `signed_url`'s keywords. The first ten are also the positional form's
+/// order (`[version, method, scheme, host, bucket, object, headers, query,
+/// expires_at, v2_path]`, see [`url_request`]); the names are exported to
+/// Ruby as `Native::REQUEST_KEYS`.
+pub const REQUEST_KEYS: [(&str, Key); 14] = [
+    ("version", Key::Version),
+    ("method", Key::Method),
+    ("scheme", Key::Scheme),
+    ("host", Key::Host),
+    ("bucket", Key::Bucket),
+    ("object", Key::Object),
+    ("headers", Key::Headers),
+    ("query", Key::Query),
+    ("expires_at", Key::ExpiresAt),
+    ("v2_path", Key::V2Path),
+    ("url_style", Key::UrlStyle),
+    ("bucket_bound_hostname", Key::BucketBoundHostname),
+    ("expires_in", Key::ExpiresIn),
+    ("timestamp", Key::Timestamp),
 ];
+
+/// One of `signed_url`'s keywords (a `match` on these is a jump table, on
+/// the cache-hit path).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Version,
+    Method,
+    Scheme,
+    Host,
+    Bucket,
+    Object,
+    Headers,
+    Query,
+    ExpiresAt,
+    V2Path,
+    UrlStyle,
+    BucketBoundHostname,
+    ExpiresIn,
+    Timestamp,
+}
 
 const SIGNER_KEYS: [&str; 14] = [
     "credentials",
@@ -208,11 +248,20 @@ fn raw_value(value: Value) -> u64 {
     value.as_raw() as u64
 }
 
+/// `Native::REQUEST_KEYS`: the request keywords as frozen Symbols, in the
+/// positional form's order (lib/gitlab_gcs_signer/signing.rb turns that form
+/// back into keywords for its events).
+pub fn define_request_keys(ruby: &Ruby, native: RModule) -> Result<(), Error> {
+    let keys = ruby.ary_from_iter(REQUEST_KEYS.iter().map(|(name, _)| ruby.to_symbol(name)));
+    keys.freeze();
+    native.const_set("REQUEST_KEYS", keys)
+}
+
 /// Interns the names; called from `init`, with the GVL.
 pub fn init(ruby: &Ruby) {
     let raw = |name: &str| raw(ruby, name);
     NAMES.get_or_init(|| Names {
-        request: REQUEST_KEYS.map(raw),
+        request: REQUEST_KEYS.map(|(name, _)| raw(name)),
         signer: SIGNER_KEYS.map(raw),
         cache: CACHE_KEYS.map(raw),
         v2: raw("v2"),
@@ -383,10 +432,36 @@ fn keywords(ruby: &Ruby, value: Value, what: &str) -> Result<RHash, Error> {
     })
 }
 
-/// `signed_url`'s keyword Hash as a typed request.
-pub fn url_request(ruby: &Ruby, hash: Value) -> Result<Request, Error> {
-    let hash = keywords(ruby, hash, "signed_url")?;
+/// `signed_url`'s request as a typed request: its keyword Hash, or the
+/// positional form the fog shim builds on the cache-hit path (no Hash to
+/// build or walk): an Array in [`REQUEST_KEYS`] order, nil meaning "not
+/// given" (except `object`, where nil asks for a bucket-level URL, as
+/// `object: nil` does). The positional form carries fog's own arguments,
+/// so its query may hold nil entries: they are left out, as fog does.
+pub fn url_request(ruby: &Ruby, request: Value) -> Result<Request, Error> {
     let mut kw = RequestKeywords::new();
+    if let Some(list) = RArray::from_value(request) {
+        kw.positional = true;
+        if list.len() > REQUEST_KEYS.len() {
+            return Err(arg_error(
+                ruby,
+                format!(
+                    "a positional request has at most {} values, got {}",
+                    REQUEST_KEYS.len(),
+                    list.len()
+                ),
+            ));
+        }
+        for (i, (_, key)) in REQUEST_KEYS.iter().enumerate().take(list.len()) {
+            let value: Value = list.entry(i as isize)?;
+            // object: nil is a value (a bucket-level URL), not "not given".
+            if !value.is_nil() || *key == Key::Object {
+                kw.set_key(ruby, *key, value)?;
+            }
+        }
+        return kw.finish(ruby);
+    }
+    let hash = keywords(ruby, request, "signed_url")?;
     hash.foreach(|key: Value, value: Value| {
         kw.set(ruby, key, value)?;
         Ok(magnus::r_hash::ForEach::Continue)
@@ -405,7 +480,8 @@ struct RequestKeywords {
     expires_in: Option<(f64, Value)>,
     expires_at: Option<f64>,
     timestamp: Option<i64>,
-    addressable: bool,
+    /// Read from the positional form (the fog shim's).
+    positional: bool,
 }
 
 impl RequestKeywords {
@@ -419,28 +495,35 @@ impl RequestKeywords {
             expires_in: None,
             expires_at: None,
             timestamp: None,
-            addressable: false,
+            positional: false,
         }
     }
 
     /// One keyword, converted and checked on its own.
     fn set(&mut self, ruby: &Ruby, key: Value, value: Value) -> Result<(), Error> {
+        match key_index(&names().request, key) {
+            Some(i) => self.set_key(ruby, REQUEST_KEYS[i].1, value),
+            None => Err(unknown_key(ruby, key)),
+        }
+    }
+
+    /// The keyword `key`.
+    fn set_key(&mut self, ruby: &Ruby, key: Key, value: Value) -> Result<(), Error> {
         let n = names();
-        let Some(i) = key_index(&n.request, key) else {
-            return Err(unknown_key(ruby, key));
-        };
         let req = &mut self.req;
-        match i {
-            0 => {
+        match key {
+            Key::Version => {
                 let v = choice(ruby, value, "version", &[(n.v2, "v2"), (n.v4, "v4")])?;
                 req.version = if v == 0 { Version::V2 } else { Version::V4 };
             }
-            1 => req.method = verb(ruby, value)?,
-            2 => {
+            Key::Method => req.method = verb(ruby, value)?,
+            Key::Scheme => req.scheme = interned(text(ruby, value, "scheme")?),
+            Key::Host => req.host = opt(ruby, value, "host")?,
+            Key::Bucket => {
                 req.bucket = text(ruby, value, "bucket")?;
                 self.bucket = true;
             }
-            3 => {
+            Key::Object => {
                 self.object = true;
                 if !value.is_nil() {
                     req.object = text(ruby, value, "object")?;
@@ -453,11 +536,21 @@ impl RequestKeywords {
                     }
                 }
             }
-            4 => req.headers = hash_pairs(ruby, value, "headers")?,
-            5 => req.query = hash_pairs(ruby, value, "query")?,
-            6 => req.scheme = interned(text(ruby, value, "scheme")?),
-            7 => req.host = opt(ruby, value, "host")?,
-            8 => {
+            Key::Headers => req.headers = hash_pairs(ruby, value, "headers", false)?,
+            // The positional form is fog's arguments: fog-google leaves query
+            // entries with a nil name or value out of its URLs
+            // (storage_json/utils.rb, `reject { |k, v| k.nil? || v.nil? }`).
+            Key::Query => req.query = hash_pairs(ruby, value, "query", self.positional)?,
+            Key::ExpiresAt if !value.is_nil() => {
+                self.expires_at = Some(epoch(ruby, value, "expires_at", true)?)
+            }
+            // v2_path: :addressable names fog-google >= 1.21's path encoding,
+            // applied when a URL is signed (not on the cache-hit path).
+            Key::V2Path if raw_value(value) == n.addressable => req.v2_path = V2Path::Addressable,
+            Key::V2Path => {
+                req.v2_path = opt(ruby, value, "v2_path")?.map_or(V2Path::Fog115, V2Path::Encoded)
+            }
+            Key::UrlStyle => {
                 self.style = choice(
                     ruby,
                     value,
@@ -469,18 +562,11 @@ impl RequestKeywords {
                     ],
                 )?
             }
-            9 => self.bound = opt(ruby, value, "bucket_bound_hostname")?,
-            // v2_path: :addressable asks for fog-google >= 1.21's path
-            // encoding, done natively once bucket and object are known.
-            10 if raw_value(value) == n.addressable => self.addressable = true,
-            10 => req.v2_path = opt(ruby, value, "v2_path")?,
-            11 if !value.is_nil() => {
+            Key::BucketBoundHostname => self.bound = opt(ruby, value, "bucket_bound_hostname")?,
+            Key::ExpiresIn if !value.is_nil() => {
                 self.expires_in = Some((number(ruby, value, "expires_in")?, value))
             }
-            12 if !value.is_nil() => {
-                self.expires_at = Some(epoch(ruby, value, "expires_at", true)?)
-            }
-            13 if !value.is_nil() => {
+            Key::Timestamp if !value.is_nil() => {
                 self.timestamp = Some(epoch(ruby, value, "timestamp", false)?.floor() as i64)
             }
             _ => {}
@@ -495,12 +581,6 @@ impl RequestKeywords {
             return Err(arg_error(ruby, format!("missing keyword: {missing}")));
         }
         let mut req = self.req;
-        if self.addressable {
-            req.v2_path = Some(encoding::addressable_path(&format!(
-                "{}/{}",
-                req.bucket, req.object
-            )));
-        }
         req.style = url_style(ruby, self.style, self.bound)?;
         let expiry = expiry(ruby, req.version, self.expires_in, self.expires_at)?;
         Ok(Request {
@@ -555,14 +635,19 @@ fn opt(ruby: &Ruby, value: Value, name: &str) -> Result<Option<String>, Error> {
     }
 }
 
-fn hash_pairs(ruby: &Ruby, value: Value, name: &str) -> Result<Vec<(String, String)>, Error> {
+fn hash_pairs(
+    ruby: &Ruby,
+    value: Value,
+    name: &str,
+    drop_nil: bool,
+) -> Result<Vec<(String, String)>, Error> {
     if RHash::from_value(value).is_none() {
         return Err(arg_error(
             ruby,
             format!("{name} must be a Hash, got {}", class_name(value)),
         ));
     }
-    pairs(ruby, &[value], 0, name)
+    pair_list(ruby, value, name, drop_nil)
 }
 
 /// An Integer option in `1..=max`, shown as given when refused.

@@ -21,6 +21,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     defaults::init(ruby, module)?;
     convert::init(ruby);
     let native = module.define_module("Native")?;
+    convert::define_request_keys(ruby, native)?;
     signer::init(ruby, native)?;
     clock::init(ruby, native)?;
     observe::init(ruby, native)?;
