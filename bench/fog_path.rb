@@ -59,6 +59,7 @@ require "googleauth"
 require "gitlab_gcs_signer/fog"
 
 HITS = Bench.size(100_000, 1_000)
+ROUNDS = Bench.size(20, 2)
 BUCKET = "gitlab-uploads"
 OBJECT = "@hashed/6b/86/6b86b273ff34fce19b6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b/1234/screenshot.png"
 QUERY = { "response-content-disposition" => "inline; filename=\"screenshot.png\"" }.freeze
@@ -73,7 +74,8 @@ keyless = Bench.keyless_signer
 GitlabGcsSigner.default_signer = keyless
 GitlabGcsSigner::Fog.install!(version: :v2)
 
-Bench.title("Cache hit through fog-google #{Fog::Google::VERSION} (Ruby #{RUBY_VERSION}, #{HITS} hits each)")
+Bench.title("Cache hit through fog-google #{Fog::Google::VERSION} (Ruby #{RUBY_VERSION}, #{HITS} hits each, " \
+            "#{ROUNDS} interleaved rounds)")
 expires = Time.now + 3600
 keyless_fog = Fog::Storage.new(provider: "Google", google_project: "p", google_auth: Google::Auth::GCECredentials.new)
 url = keyless_fog.get_object_https_url(BUCKET, OBJECT, expires, query: QUERY)
@@ -84,11 +86,21 @@ direct = { version: :v2, method: "GET", bucket: BUCKET, object: OBJECT, expires_
            v2_path: GitlabGcsSigner::Fog.v2_path_encoding }
 raise "direct and fog URLs differ" unless keyless.signed_url(**direct) == url
 
-direct_hit = report("direct hit, Signer#signed_url (keyless)", Bench.samples_ns(HITS) { keyless.signed_url(**direct) })
-keyless_hit = report("fog path hit, keyless connection",
-                     Bench.samples_ns(HITS) { keyless_fog.get_object_https_url(BUCKET, OBJECT, expires, query: QUERY) })
-keyed_hit = report("fog path hit, key-file connection",
-                   Bench.samples_ns(HITS) { keyed_fog.get_object_https_url(BUCKET, OBJECT, expires, query: QUERY) })
+# The three variants in interleaved rounds (direct, keyless, keyed, direct,
+# ...), so that a change in the machine's load falls on all of them alike.
+variants = {
+  direct: -> { keyless.signed_url(**direct) },
+  keyless: -> { keyless_fog.get_object_https_url(BUCKET, OBJECT, expires, query: QUERY) },
+  keyed: -> { keyed_fog.get_object_https_url(BUCKET, OBJECT, expires, query: QUERY) }
+}
+samples = variants.transform_values { [] }
+ROUNDS.times do
+  variants.each { |name, call| samples[name].concat(Bench.samples_ns(HITS / ROUNDS, &call)) }
+end
+samples.each_value(&:sort!)
+direct_hit = report("direct hit, Signer#signed_url (keyless)", samples[:direct])
+keyless_hit = report("fog path hit, keyless connection", samples[:keyless])
+keyed_hit = report("fog path hit, key-file connection", samples[:keyed])
 key = OpenSSL::PKey::RSA.new(JSON.parse(File.read(Bench::KEY_FILE))["private_key"])
 digest = OpenSSL::Digest.new("SHA256")
 openssl = report("OpenSSL::PKey::RSA#sign SHA256 (2048-bit)",
