@@ -998,6 +998,117 @@ mod tests {
         assert_eq!(Stats::get(&s.inner.stats.coalesced), 1);
     }
 
+    /// A signBlob-like signer whose calls wait until the gate opens.
+    #[derive(Debug)]
+    struct Gated {
+        gate: Arc<tokio::sync::Semaphore>,
+        calls: std::sync::atomic::AtomicU64,
+    }
+
+    impl BlobSigner for Gated {
+        fn identity(&self) -> &str {
+            "iam:metadata:gated"
+        }
+        fn email_now(&self) -> Option<String> {
+            Some("a@p.iam.gserviceaccount.com".into())
+        }
+        fn email(&self) -> BoxFuture<'_, Result<String>> {
+            Box::pin(std::future::ready(Ok("a@p.iam.gserviceaccount.com".into())))
+        }
+        fn sign(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let gate = self.gate.clone();
+            Box::pin(async move {
+                let _open = gate.acquire().await;
+                let d = ring::digest::digest(&ring::digest::SHA256, &payload);
+                Ok(d.as_ref().repeat(8))
+            })
+        }
+        fn uses_sign_blob(&self) -> bool {
+            true
+        }
+    }
+
+    /// Two callers of one key at clock `T0`, asking for URLs valid until
+    /// `first` and `second` (Unix seconds); `second` misses once `first`'s
+    /// flight is running, and the gate opens when both are in. Returns the
+    /// URLs' expiries and the signBlob calls.
+    fn burst_of_two(first: f64, second: f64) -> (i64, i64, u64) {
+        let clock = Arc::new(ManualClock::new(T0 * 1_000_000));
+        let blob = Arc::new(Gated {
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            calls: Default::default(),
+        });
+        let options = SignerOptions {
+            clock: clock.clone(),
+            stale: None,
+            ..SignerOptions::default()
+        };
+        let s = UrlSigner::with_blob_signer(blob.clone(), options, Arc::default()).unwrap();
+        let call = |at: f64| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let r = req(Version::V4, "o");
+                s.signed_url(r, Expiry::At(at), None, &Cancel::new())
+            })
+        };
+        let key = s
+            .plan(req(Version::V4, "o"), Expiry::At(first), None)
+            .unwrap()
+            .key;
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let a = call(first);
+        wait("first flight", &|| blob.calls.load(Ordering::SeqCst) == 1);
+        let b = call(second);
+        wait("second miss", &|| Stats::get(&s.inner.stats.misses) == 2);
+        // The second caller is in the flight table (joined) or has passed it.
+        wait("second join", &|| {
+            Stats::get(&s.inner.stats.coalesced) == 1 || blob.calls.load(Ordering::SeqCst) == 2
+        });
+        blob.gate.add_permits(2);
+        // Signed at T0 (the clock does not move): the expiry is T0 + X-Goog-Expires.
+        let expiry = |url: String| -> i64 {
+            let e = url.split("X-Goog-Expires=").nth(1).unwrap();
+            T0 + e.split('&').next().unwrap().parse::<i64>().unwrap()
+        };
+        let (ua, ub) = (a.join().unwrap().unwrap(), b.join().unwrap().unwrap());
+        assert!(!s
+            .inner
+            .cache
+            .as_ref()
+            .unwrap()
+            .flights()
+            .is_running(key.as_str()));
+        (expiry(ua), expiry(ub), blob.calls.load(Ordering::SeqCst))
+    }
+
+    /// A caller asking for a URL valid a second longer than the one being
+    /// signed (its thread read the clock a second later) waits for that
+    /// flight: the URL signed with the extension covers it.
+    #[test]
+    fn a_later_expiry_in_a_burst_shares_the_flight() {
+        let x = (T0 + 600) as f64;
+        let (a, b, calls) = burst_of_two(x, x + 1.0);
+        assert_eq!((a, b, calls), (T0 + 660, T0 + 660, 1));
+    }
+
+    /// A caller asking for a URL valid a second less than the one being
+    /// signed (its thread read the clock a second earlier but arrived
+    /// later) cannot use it: it would outlive the request by E + 1 s. It
+    /// gets its own signature, within its own window.
+    #[test]
+    fn an_earlier_expiry_in_a_burst_is_signed_on_its_own() {
+        let x = (T0 + 601) as f64;
+        let (a, b, calls) = burst_of_two(x, x - 1.0);
+        assert_eq!((a, b, calls), (T0 + 661, T0 + 660, 2));
+    }
+
     #[test]
     fn lookup_validates_every_request_it_does_not_answer_from_the_cache() {
         let (s, _) = signer("a@p.iam.gserviceaccount.com");
