@@ -7,7 +7,9 @@
 //! a caller that gives up (deadline, Ruby interrupt) does not abort it for
 //! the others. It records its own result (cache insert, new token) before
 //! the flight leaves the table, so a caller arriving in between finds the
-//! result or the flight, never neither.
+//! result or the flight, never neither, provided it looks for the flight
+//! first (a caller that looks for the result first has its work look again:
+//! `Inner::join_flight` in src/signer.rs).
 //!
 //! [`Policy::CancelUnwatched`]: a flight nobody waits for any more is
 //! dropped at once, so work still queued (quota guard, in-flight limit,

@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config;
 use crate::credentials::{self, CredentialOptions};
 use crate::error::{Error, Result};
-use crate::flight::Policy;
+use crate::flight::{Policy, Ticket};
 use crate::refresh::{Budget, RefreshConfig};
 use crate::request::{UrlRequest, Version, V4_MAX_EXPIRES};
 use crate::runtime;
@@ -824,28 +824,57 @@ impl Inner {
             if let Some(entry) = cache.lookup(&plan.key, &plan.want) {
                 return Ok(entry);
             }
-            let (inner, flying) = (self.clone(), plan.clone());
-            let ticket = cache.flights().join(
-                plan.key.as_str(),
-                Policy::CancelUnwatched,
-                move || async move {
-                    let entry = inner.sign_remote(&flying, deadline).await?;
-                    // Cached before the flight ends: a caller arriving in
-                    // between finds one or the other.
-                    inner.store(&flying, entry.clone());
-                    Ok(entry)
-                },
-            );
-            if !ticket.started() {
-                Stats::incr(&self.stats.coalesced);
-            }
-            let entry = ticket.wait().await?;
+            let entry = self
+                .clone()
+                .join_flight(cache, &plan, deadline)
+                .wait()
+                .await?;
             if entry.serves(&plan.want) {
                 return Ok(entry);
             }
             // Another caller's URL does not fit this request's window
             // (a different lifetime): sign our own.
         }
+    }
+
+    /// The flight for `plan`'s key: joined if one is running, else started.
+    ///
+    /// A flight stores its URL before it leaves the table, so a caller that
+    /// looks in the table first and then in the cache finds one or the
+    /// other. The caller here looked in the cache first: a flight that
+    /// landed between its lookup and this join is in neither place it
+    /// looked. So a flight started here looks in the cache again (after the
+    /// join, so after any earlier flight's store) before it signs.
+    fn join_flight(
+        self: Arc<Self>,
+        cache: &UrlCache,
+        plan: &Plan,
+        deadline: Instant,
+    ) -> Ticket<Arc<Entry>> {
+        let (inner, flying) = (self.clone(), plan.clone());
+        let ticket = cache.flights().join(
+            plan.key.as_str(),
+            Policy::CancelUnwatched,
+            move || async move {
+                let landed = inner
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.lookup(&flying.key, &flying.want));
+                if let Some(entry) = landed {
+                    Stats::incr(&inner.stats.coalesced);
+                    return Ok(entry);
+                }
+                let entry = inner.sign_remote(&flying, deadline).await?;
+                // Cached before the flight ends: a caller arriving in
+                // between finds one or the other.
+                inner.store(&flying, entry.clone());
+                Ok(entry)
+            },
+        );
+        if !ticket.started() {
+            Stats::incr(&self.stats.coalesced);
+        }
+        ticket
     }
 }
 
@@ -940,6 +969,144 @@ mod tests {
             style: UrlStyle::Path,
             v2_path: V2Path::Fog115,
         }
+    }
+
+    /// A caller that missed the cache while another caller's flight for the
+    /// same key was running, and reaches the flight table only after that
+    /// flight stored its URL and left the table (a thread preempted between
+    /// the two steps), gets that URL: no second `signBlob` call. A burst of
+    /// identical misses on a loaded machine made 2 to 4 calls before.
+    #[test]
+    fn a_flight_that_lands_between_a_miss_and_its_join_is_not_signed_again() {
+        let (s, _, blob) = flaky(None, None);
+        let plan = s
+            .plan(req(Version::V4, "o"), Expiry::In(600.0), None)
+            .unwrap();
+        let cache = s.inner.cache.as_ref().unwrap();
+        // The caller's lookup misses...
+        assert!(cache.lookup(&plan.key, &plan.want).is_none());
+        // ...another caller's flight signs, is cached and leaves the table...
+        let first = s.sign_planned_entry(plan.clone(), &Cancel::new()).unwrap();
+        assert!(!cache.flights().is_running(plan.key.as_str()));
+        assert_eq!(blob.calls.load(Ordering::SeqCst), 1);
+        // ...and only then does the caller join.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ticket = s.inner.clone().join_flight(cache, &plan, deadline);
+        let got = runtime::block_on(ticket.wait(), &Cancel::new(), None).unwrap();
+        assert_eq!(got.url, first.url);
+        assert_eq!(blob.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(Stats::get(&s.inner.stats.coalesced), 1);
+    }
+
+    /// A signBlob-like signer whose calls wait until the gate opens.
+    #[derive(Debug)]
+    struct Gated {
+        gate: Arc<tokio::sync::Semaphore>,
+        calls: std::sync::atomic::AtomicU64,
+    }
+
+    impl BlobSigner for Gated {
+        fn identity(&self) -> &str {
+            "iam:metadata:gated"
+        }
+        fn email_now(&self) -> Option<String> {
+            Some("a@p.iam.gserviceaccount.com".into())
+        }
+        fn email(&self) -> BoxFuture<'_, Result<String>> {
+            Box::pin(std::future::ready(Ok("a@p.iam.gserviceaccount.com".into())))
+        }
+        fn sign(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let gate = self.gate.clone();
+            Box::pin(async move {
+                let _open = gate.acquire().await;
+                let d = ring::digest::digest(&ring::digest::SHA256, &payload);
+                Ok(d.as_ref().repeat(8))
+            })
+        }
+        fn uses_sign_blob(&self) -> bool {
+            true
+        }
+    }
+
+    /// Two callers of one key at clock `T0`, asking for URLs valid until
+    /// `first` and `second` (Unix seconds); `second` misses once `first`'s
+    /// flight is running, and the gate opens when both are in. Returns the
+    /// URLs' expiries and the signBlob calls.
+    fn burst_of_two(first: f64, second: f64) -> (i64, i64, u64) {
+        let clock = Arc::new(ManualClock::new(T0 * 1_000_000));
+        let blob = Arc::new(Gated {
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            calls: Default::default(),
+        });
+        let options = SignerOptions {
+            clock: clock.clone(),
+            stale: None,
+            ..SignerOptions::default()
+        };
+        let s = UrlSigner::with_blob_signer(blob.clone(), options, Arc::default()).unwrap();
+        let call = |at: f64| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let r = req(Version::V4, "o");
+                s.signed_url(r, Expiry::At(at), None, &Cancel::new())
+            })
+        };
+        let key = s
+            .plan(req(Version::V4, "o"), Expiry::At(first), None)
+            .unwrap()
+            .key;
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let a = call(first);
+        wait("first flight", &|| blob.calls.load(Ordering::SeqCst) == 1);
+        let b = call(second);
+        wait("second miss", &|| Stats::get(&s.inner.stats.misses) == 2);
+        // The second caller is in the flight table (joined) or has passed it.
+        wait("second join", &|| {
+            Stats::get(&s.inner.stats.coalesced) == 1 || blob.calls.load(Ordering::SeqCst) == 2
+        });
+        blob.gate.add_permits(2);
+        // Signed at T0 (the clock does not move): the expiry is T0 + X-Goog-Expires.
+        let expiry = |url: String| -> i64 {
+            let e = url.split("X-Goog-Expires=").nth(1).unwrap();
+            T0 + e.split('&').next().unwrap().parse::<i64>().unwrap()
+        };
+        let (ua, ub) = (a.join().unwrap().unwrap(), b.join().unwrap().unwrap());
+        assert!(!s
+            .inner
+            .cache
+            .as_ref()
+            .unwrap()
+            .flights()
+            .is_running(key.as_str()));
+        (expiry(ua), expiry(ub), blob.calls.load(Ordering::SeqCst))
+    }
+
+    /// A caller asking for a URL valid a second longer than the one being
+    /// signed (its thread read the clock a second later) waits for that
+    /// flight: the URL signed with the extension covers it.
+    #[test]
+    fn a_later_expiry_in_a_burst_shares_the_flight() {
+        let x = (T0 + 600) as f64;
+        let (a, b, calls) = burst_of_two(x, x + 1.0);
+        assert_eq!((a, b, calls), (T0 + 660, T0 + 660, 1));
+    }
+
+    /// A caller asking for a URL valid a second less than the one being
+    /// signed (its thread read the clock a second earlier but arrived
+    /// later) cannot use it: it would outlive the request by E + 1 s. It
+    /// gets its own signature, within its own window.
+    #[test]
+    fn an_earlier_expiry_in_a_burst_is_signed_on_its_own() {
+        let x = (T0 + 601) as f64;
+        let (a, b, calls) = burst_of_two(x, x - 1.0);
+        assert_eq!((a, b, calls), (T0 + 661, T0 + 660, 2));
     }
 
     #[test]
