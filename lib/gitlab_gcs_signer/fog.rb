@@ -200,31 +200,19 @@ module GitlabGcsSigner
       end
 
       def get_object_https_url(bucket_name, object_name, expires, options = {})
-        signer = gcs_signer
-        return super unless signer
-
-        gcs_signer_url(signer, "GET", "https", bucket_name, object_name, expires, options[:query], nil)
+        gcs_signer_url("GET", "https", bucket_name, object_name, expires, options[:query], nil) || super
       end
 
       def get_object_http_url(bucket_name, object_name, expires, options = {})
-        signer = gcs_signer
-        return super unless signer
-
-        gcs_signer_url(signer, "GET", "http", bucket_name, object_name, expires, options[:query], nil)
+        gcs_signer_url("GET", "http", bucket_name, object_name, expires, options[:query], nil) || super
       end
 
       def put_object_url(bucket_name, object_name, expires, headers = {})
-        signer = gcs_signer
-        return super unless signer
-
-        gcs_signer_url(signer, "PUT", "https", bucket_name, object_name, expires, nil, headers)
+        gcs_signer_url("PUT", "https", bucket_name, object_name, expires, nil, headers) || super
       end
 
       def delete_object_url(bucket_name, object_name, expires)
-        signer = gcs_signer
-        return super unless signer
-
-        gcs_signer_url(signer, "DELETE", "https", bucket_name, object_name, expires, nil, nil)
+        gcs_signer_url("DELETE", "https", bucket_name, object_name, expires, nil, nil) || super
       end
 
       private
@@ -277,10 +265,13 @@ module GitlabGcsSigner
       end
 
       # fog's arguments as signed_url's positional request
-      # (Signer#fog_signed_url). Headers and query go as fog got them: the
-      # native side takes Symbol names and Numeric values, and leaves out
-      # query entries with a nil name or value, as fog-google does.
-      def gcs_signer_url(signer, method, scheme, bucket_name, object_name, expires, query, headers)
+      # (Signer#fog_signed_url), or nil to leave the call to fog. Headers and
+      # query go as fog got them: the native side takes Symbol names and
+      # Numeric values, and leaves out query entries with a nil name or
+      # value, as fog-google does.
+      def gcs_signer_url(method, scheme, bucket_name, object_name, expires, query, headers)
+        signer = gcs_signer
+        return nil unless signer
         raise ArgumentError, "bucket_name is required" unless bucket_name
         raise ArgumentError, "object_name is required" unless object_name
 
