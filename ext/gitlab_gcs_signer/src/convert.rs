@@ -159,10 +159,10 @@ pub struct Request {
     pub timestamp: Option<i64>,
 }
 
-/// `signed_url`'s keywords. The first ten are also the positional form's
-/// order (`[version, method, scheme, host, bucket, object, headers, query,
-/// expires_at, v2_path]`, see [`url_request`]); the names are exported to
-/// Ruby as `Native::REQUEST_KEYS`.
+/// `signed_url`'s keywords, in the positional form's order (see
+/// [`url_request`]; the fog shim passes the first ten: `[version, method,
+/// scheme, host, bucket, object, headers, query, expires_at, v2_path]`).
+/// The names are exported to Ruby as `Native::REQUEST_KEYS`.
 pub const REQUEST_KEYS: [(&str, Key); 14] = [
     ("version", Key::Version),
     ("method", Key::Method),
