@@ -24,6 +24,18 @@ module FogHelpers
     Gem::Version.new(Fog::Google::VERSION)
   end
 
+  # Why this fog-google cannot take universe_domain:, or nil when it can:
+  # fog-google >= 1.29 on a google-apis-core that has universe domains (a
+  # newer fog-google's lib/ over Debian 12's google-api-client 0.50, through
+  # FOG_GOOGLE_LIB, has not).
+  def no_universe_domains
+    return "fog-google #{fog_version} has no universe_domain" if fog_version < Gem::Version.new("1.29.0")
+    require "google/apis/core/base_service" # fog-google >= 1.25 loads it with the first connection
+    return nil if Google::Apis::Core::BaseService.method_defined?(:universe_domain=)
+
+    "this google-apis-core has no universe_domain (fog-google #{fog_version} cannot apply it)"
+  end
+
   def keyless_storage
     Fog::Storage.new(provider: "Google", google_project: "spec",
                      google_auth: Google::Auth::GCECredentials.new)
