@@ -998,16 +998,18 @@ mod tests {
         assert_eq!(Stats::get(&s.inner.stats.coalesced), 1);
     }
 
-    /// A signBlob-like signer whose calls wait until the gate opens.
-    #[derive(Debug)]
-    struct Gated {
-        gate: Arc<tokio::sync::Semaphore>,
+    /// A signBlob-like signer for tests: it fails with `fail` while that is
+    /// set, and with a `gate`, each call waits until the gate lets it in.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        fail: parking_lot::Mutex<Option<crate::ErrorKind>>,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
         calls: std::sync::atomic::AtomicU64,
     }
 
-    impl BlobSigner for Gated {
+    impl BlobSigner for Scripted {
         fn identity(&self) -> &str {
-            "iam:metadata:gated"
+            "iam:metadata:scripted"
         }
         fn email_now(&self) -> Option<String> {
             Some("a@p.iam.gserviceaccount.com".into())
@@ -1017,11 +1019,18 @@ mod tests {
         }
         fn sign(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            let fail = *self.fail.lock();
             let gate = self.gate.clone();
             Box::pin(async move {
-                let _open = gate.acquire().await;
-                let d = ring::digest::digest(&ring::digest::SHA256, &payload);
-                Ok(d.as_ref().repeat(8))
+                if let Some(gate) = gate {
+                    let _open = gate.acquire().await;
+                }
+                match fail {
+                    Some(kind) => Err(Error::new(kind, "injected")),
+                    None => Ok(ring::digest::digest(&ring::digest::SHA256, &payload)
+                        .as_ref()
+                        .repeat(8)),
+                }
             })
         }
         fn uses_sign_blob(&self) -> bool {
@@ -1035,9 +1044,9 @@ mod tests {
     /// URLs' expiries and the signBlob calls.
     fn burst_of_two(first: f64, second: f64) -> (i64, i64, u64) {
         let clock = Arc::new(ManualClock::new(T0 * 1_000_000));
-        let blob = Arc::new(Gated {
-            gate: Arc::new(tokio::sync::Semaphore::new(0)),
-            calls: Default::default(),
+        let blob = Arc::new(Scripted {
+            gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
+            ..Scripted::default()
         });
         let options = SignerOptions {
             clock: clock.clone(),
@@ -1071,7 +1080,7 @@ mod tests {
         wait("second join", &|| {
             Stats::get(&s.inner.stats.coalesced) == 1 || blob.calls.load(Ordering::SeqCst) == 2
         });
-        blob.gate.add_permits(2);
+        blob.gate.as_ref().expect("gated").add_permits(2);
         // Signed at T0 (the clock does not move): the expiry is T0 + X-Goog-Expires.
         let expiry = |url: String| -> i64 {
             let e = url.split("X-Goog-Expires=").nth(1).unwrap();
@@ -1259,47 +1268,12 @@ mod tests {
         );
     }
 
-    /// A signBlob-like signer that fails with `fail` while it is set.
-    #[derive(Debug)]
-    struct Flaky {
-        fail: parking_lot::Mutex<Option<crate::ErrorKind>>,
-        calls: std::sync::atomic::AtomicU64,
-    }
-
-    impl BlobSigner for Flaky {
-        fn identity(&self) -> &str {
-            "iam:metadata:flaky"
-        }
-        fn email_now(&self) -> Option<String> {
-            Some("a@p.iam.gserviceaccount.com".into())
-        }
-        fn email(&self) -> BoxFuture<'_, Result<String>> {
-            Box::pin(std::future::ready(Ok("a@p.iam.gserviceaccount.com".into())))
-        }
-        fn sign(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let out = match *self.fail.lock() {
-                Some(kind) => Err(Error::new(kind, "injected")),
-                None => Ok(ring::digest::digest(&ring::digest::SHA256, &payload)
-                    .as_ref()
-                    .repeat(8)),
-            };
-            Box::pin(std::future::ready(out))
-        }
-        fn uses_sign_blob(&self) -> bool {
-            true
-        }
-    }
-
     fn flaky(
         stale: Option<StaleConfig>,
         refresh: Option<RefreshConfig>,
-    ) -> (UrlSigner, Arc<ManualClock>, Arc<Flaky>) {
+    ) -> (UrlSigner, Arc<ManualClock>, Arc<Scripted>) {
         let clock = Arc::new(ManualClock::new(T0 * 1_000_000));
-        let blob = Arc::new(Flaky {
-            fail: parking_lot::Mutex::new(None),
-            calls: Default::default(),
-        });
+        let blob = Arc::new(Scripted::default());
         let options = SignerOptions {
             clock: clock.clone(),
             stale,
