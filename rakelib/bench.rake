@@ -2,9 +2,9 @@
 
 require "rbconfig"
 
-BENCH_SCRIPTS = %w[trace hit_cost concurrency memory outage].freeze
+BENCH_SCRIPTS = %w[trace hit_cost fog_path fog_path_instructions concurrency memory outage].freeze
 
-desc "Run every benchmark in bench/ (needs `rake compile`; several minutes, see each script's header). " \
+desc "Run the main benchmarks in bench/ (needs `rake compile`; several minutes, see each script's header). " \
      "BENCH_SMOKE=1 for a quick run that only checks the scripts work"
 task :bench do
   BENCH_SCRIPTS.each do |name|
