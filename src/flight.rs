@@ -264,13 +264,7 @@ impl<K, T> SingleFlight<K, T> {
         K: Send + Sync,
         T: Send + Sync,
     {
-        (
-            name,
-            Box::new(move |park: &dyn Fn()| {
-                let _held = self.table.lock();
-                park();
-            }),
-        )
+        crate::process::mutex_holder(name, &self.table)
     }
 }
 

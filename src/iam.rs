@@ -541,20 +541,8 @@ impl BlobSigner for IamSigner {
         let st = self.guard.state();
         let max = self.guard.config.max_in_flight as u32;
         let mut holders: Vec<crate::process::Holder<'_>> = vec![
-            (
-                "quota guard bucket",
-                Box::new(move |park: &dyn Fn()| {
-                    let _held = st.bucket.lock();
-                    park();
-                }),
-            ),
-            (
-                "quota guard 429 cool-down",
-                Box::new(move |park: &dyn Fn()| {
-                    let _held = st.cooldown_until.lock();
-                    park();
-                }),
-            ),
+            crate::process::mutex_holder("quota guard bucket", &st.bucket),
+            crate::process::mutex_holder("quota guard 429 cool-down", &st.cooldown_until),
             (
                 "quota guard in-flight permits (all of them)",
                 Box::new(move |park: &dyn Fn()| {

@@ -292,6 +292,21 @@ pub fn peek_mutex<T, R>(m: &parking_lot::Mutex<T>, f: impl FnOnce(&T) -> R) -> O
 #[cfg(test)]
 pub(crate) type Holder<'a> = (&'static str, Box<dyn FnOnce(&dyn Fn()) + Send + 'a>);
 
+/// The [`Holder`] of one mutex: holds `lock` while parked.
+#[cfg(test)]
+pub(crate) fn mutex_holder<'a, T: Send>(
+    name: &'static str,
+    lock: &'a parking_lot::Mutex<T>,
+) -> Holder<'a> {
+    (
+        name,
+        Box::new(move |park: &dyn Fn()| {
+            let _held = lock.lock();
+            park();
+        }),
+    )
+}
+
 /// The loopback HTTP server of the integration tests, for the fork test.
 #[cfg(test)]
 #[allow(dead_code)]

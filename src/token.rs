@@ -278,13 +278,7 @@ impl TokenCache {
     pub(crate) fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
         let st = self.state();
         vec![
-            (
-                "token state",
-                Box::new(move |park: &dyn Fn()| {
-                    let _held = st.held.lock();
-                    park();
-                }),
-            ),
+            crate::process::mutex_holder("token state", &st.held),
             st.refresh.holder("token refresh table"),
         ]
     }

@@ -17,10 +17,7 @@ RSpec.describe "signed-URL cache with signBlob", :cache, :emulator do
   # The cached URL must still work at the emulator: its clock follows the
   # ManualClock for the check only (tokens are judged by the same clock).
   def works_at_emulator?(url, at:)
-    emulator.configure("now_override" => at)
-    gcs(url).code != "403"
-  ensure
-    emulator.configure("now_override" => nil)
+    gcs_at(url, at: at).code != "403"
   end
 
   describe "the 12-hour rule" do

@@ -32,13 +32,6 @@ RSpec.describe "outages with the shared cache level", :emulator, :redis do
     end
   end
 
-  def accepted?(url)
-    emulator.configure("now_override" => clock.now)
-    gcs(url).code == "200"
-  ensure
-    emulator.configure("now_override" => nil)
-  end
-
   it "serves another process's stored URL for the same request when signing fails" do
     url = download(process_signer)
     before = stored

@@ -289,15 +289,12 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
 
       it "treats a hung Redis (no answers) like a dead one" do
         signer = process_signer(breaker_seconds: 30, timeout: 5)
-        Process.kill("STOP", redis.pid)
-        begin
+        redis.hung do
           timed = Array.new(5) { |i| timed { download(signer, name: "hung/#{i}") } }
           expect(timed.map(&:first).uniq.size).to eq(5)
           expect(timed.map(&:last).max).to be < 5 # the signer's deadline
           expect(signer.stats).to include(shared_breaker_opens: 1, shared_breaker_open: 1)
           expect(signer.stats[:shared_skipped]).to be >= 4
-        ensure
-          Process.kill("CONT", redis.pid)
         end
       end
 
@@ -306,14 +303,11 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
       # single call counts. The read and the lock together do.
       it "stops waiting on a hung Redis after the first miss's read and lock" do
         signer = process_signer(breaker_seconds: 30, timeout: 5)
-        Process.kill("STOP", redis.pid)
-        begin
+        redis.hung do
           first = store_calls { download(signer, name: "hung/a") }
           expect(first).to eq(%w[cache_read.active_support cache_write.active_support])
           expect(signer.stats).to include(shared_breaker_opens: 1, shared_breaker_open: 1)
           expect(store_calls { download(signer, name: "hung/b") }).to be_empty
-        ensure
-          Process.kill("CONT", redis.pid)
         end
       end
 

@@ -32,6 +32,15 @@ module EmulatorHelpers
     GitlabGcsSigner::HttpRoute.request(url, emulator.port, method: method, body: body, headers: headers)
   end
 
+  # gcs(url, ...) with the emulator's verifier judging the URL at Unix time
+  # +at+ (a ManualClock's now), then at the real time again.
+  def gcs_at(url, at:, **options)
+    emulator.configure("now_override" => at)
+    gcs(url, **options)
+  ensure
+    emulator.configure("now_override" => nil)
+  end
+
   # A key signer that signs with the same key as the emulator's signBlob.
   def key_signer(**options)
     GitlabGcsSigner::Testing.signer(credentials: CONFORMANCE_KEY, **options)

@@ -55,6 +55,15 @@ class RedisServer
     !@pid.nil?
   end
 
+  # Runs the block with the server stopped (SIGSTOP): connections stay open
+  # and nothing answers, as with a hung Redis. It answers again afterwards.
+  def hung
+    Process.kill("STOP", @pid)
+    yield
+  ensure
+    Process.kill("CONT", @pid)
+  end
+
   # A RedisCacheStore built the way GitLab builds Rails.cache: `redis:` is
   # its own ConnectionPool of Redis clients and the store adds no pool of its
   # own (`pool: false`), with short timeouts and no reconnect attempts (see

@@ -217,21 +217,9 @@ impl MetadataClient {
     pub(crate) fn lock_holders(&self) -> Vec<crate::process::Holder<'_>> {
         let local = self.local();
         vec![
-            (
-                "metadata email",
-                Box::new(move |park: &dyn Fn()| {
-                    let _held = local.email.lock();
-                    park();
-                }),
-            ),
+            crate::process::mutex_holder("metadata email", &local.email),
             local.lookup.holder("metadata email lookup table"),
-            (
-                "metadata last failure",
-                Box::new(move |park: &dyn Fn()| {
-                    let _held = local.last_failure.lock();
-                    park();
-                }),
-            ),
+            crate::process::mutex_holder("metadata last failure", &local.last_failure),
         ]
     }
 
