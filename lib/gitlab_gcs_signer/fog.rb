@@ -117,19 +117,10 @@ module GitlabGcsSigner
         chosen
       end
 
-      # fog-google's path encoding for V2 URLs: its own escaping up to 1.20,
-      # Addressable's path encoding from 1.21 (fog-google v1.21.0,
-      # lib/fog/storage/google_json/utils.rb), as a String. nil means
-      # "fog-google 1.15's", which the core implements.
-      def v2_path(bucket, object)
-        return nil unless addressable_paths?
-
-        require "addressable/uri"
-        ::Addressable::URI.encode_component("#{bucket}/#{object}", ::Addressable::URI::CharacterClasses::PATH)
-      end
-
-      # What the shim passes as signed_url's v2_path: nil (fog-google 1.15's
-      # encoding) or :addressable (fog-google >= 1.21's, done natively).
+      # What the shim passes as signed_url's v2_path for fog-google's path
+      # encoding in V2 URLs: nil (its own escaping up to 1.20, the core's
+      # default) or :addressable (Addressable's path encoding from 1.21,
+      # fog-google v1.21.0 lib/fog/storage/google_json/utils.rb; done natively).
       def v2_path_encoding
         addressable_paths? ? :addressable : nil
       end

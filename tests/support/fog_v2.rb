@@ -52,7 +52,7 @@ storage = if Fog::Google.const_defined?(:StorageJSON, false)
 # modules (get_object_https_url, put_object_url, ...) into Real.
 storage.setup_requirements
 
-# The path encoding lib/gitlab_gcs_signer/fog.rb (Fog.v2_path) passes to the
+# The path encoding lib/gitlab_gcs_signer/fog.rb (Fog.v2_path_encoding) names to the
 # core: fog-google's own escaping up to 1.20 (the core's default), Addressable's
 # path encoding from 1.21 (fog-google v1.21.0, storage_json/utils.rb). The
 # same rule, restated here because this script must not need the native
