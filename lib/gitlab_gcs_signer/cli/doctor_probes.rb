@@ -48,10 +48,19 @@ module GitlabGcsSigner
         nil
       end
 
-      # Server time minus ours at the middle of the exchange; the Date
-      # header is truncated to the second, hence the half-second.
+      # Server time minus ours, as little as the answer proves. The server
+      # read its clock somewhere between our send and receive, and its Date
+      # is truncated to the second, so the skew lies in
+      # (date - received, date + 1 - sent); report the value of that window
+      # nearest zero (zero when the window holds it). A midpoint estimate
+      # reads +-1 s on a slow or loaded exchange with a correct clock.
       def skew(probe)
-        probe.date + 0.5 - ((probe.sent + probe.received) / 2)
+        low = probe.date - probe.received
+        high = probe.date + 1 - probe.sent
+        return low if low.positive?
+        return high if high.negative?
+
+        0.0
       end
 
       def ms(probe)
