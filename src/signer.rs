@@ -733,13 +733,24 @@ impl Inner {
             return;
         }
         let deadline = Instant::now() + self.timeout;
-        let (inner, flying) = (self.clone(), plan.clone());
+        let (inner, flying, seen) = (self.clone(), plan.clone(), entry.expires_at);
         // A flight like a miss's (src/flight.rs): a miss for the same key
         // meanwhile waits for it instead of signing again.
-        let started = cache
+        cache
             .flights()
             .start(plan.key.as_str(), move || async move {
                 let plan = flying;
+                // The hit saw `seen` before this flight started: another
+                // refresh may have landed in between (it left the table,
+                // so `is_running` passed). Its entry is the answer.
+                let landed = inner
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.lookup(&plan.key, &plan.want));
+                if let Some(newer) = landed.filter(|e| e.expires_at > seen) {
+                    return Ok(newer);
+                }
+                Stats::incr(&inner.stats.refreshes);
                 match inner.sign_remote(&plan, deadline).await {
                     Ok(entry) => {
                         inner.store(&plan, entry.clone());
@@ -761,9 +772,6 @@ impl Inner {
                     }
                 }
             });
-        if started {
-            Stats::incr(&self.stats.refreshes);
-        }
     }
 
     /// Signs with a local key, if this identity has one.
@@ -1403,6 +1411,42 @@ mod tests {
         let hit = answer(&s, "o").unwrap().entry;
         assert_ne!(hit.url, first.url);
         assert_eq!(Stats::get(&s.inner.stats.misses), misses);
+    }
+
+    /// A hit that saw the old entry and starts its refresh just after
+    /// another refresh landed (and left the flight table) signs nothing.
+    #[test]
+    fn a_refresh_started_after_another_landed_does_not_sign_again() {
+        let (s, clock, blob) = flaky(None, Some(RefreshConfig::default()));
+        s.keep_refreshed();
+        let first = answer(&s, "o").unwrap().entry;
+        clock.advance_micros(46_000_000); // 14 s of slack: due
+        answer(&s, "o").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.take_refreshed().is_empty() {
+            assert!(Instant::now() < deadline, "no refresh landed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(blob.calls.load(Ordering::SeqCst), 2);
+        // the late hit: what it looked up was `first`
+        let cache = s.inner.cache.as_ref().unwrap();
+        let plan = s
+            .plan(req(Version::V4, "o"), Expiry::In(600.0), None)
+            .unwrap();
+        while cache.flights().is_running(plan.key.as_str()) {
+            assert!(
+                Instant::now() < deadline,
+                "the refresh did not leave the table"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        s.inner.clone().refresh_ahead(cache, &plan, &first);
+        while cache.flights().is_running(plan.key.as_str()) {
+            assert!(Instant::now() < deadline, "the late refresh did not end");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(blob.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(Stats::get(&s.inner.stats.refreshes), 1);
     }
 
     #[test]

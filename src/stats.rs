@@ -31,7 +31,8 @@ pub struct Stats {
     pub stale_served: AtomicU64,
     /// Availability errors raised because no cached URL qualified.
     pub stale_unavailable: AtomicU64,
-    /// Background refreshes started, failed, and skipped for lack of budget
+    /// Background refresh signings started (not one that found another
+    /// refresh landed), failed, and skipped for lack of budget
     /// (src/refresh.rs).
     pub refreshes: AtomicU64,
     pub refresh_failures: AtomicU64,
