@@ -50,6 +50,14 @@ RSpec.describe "signed-URL cache: extension bounds", :cache do
     expect(signer.signed_url(**request.except(:expires_in), expires_at: CACHE_EPOCH + 600.2)).to eq(by_time)
   end
 
+  it "rounds a Time's fraction of a second up, never down (cache: false: no extension)" do
+    uncached = key_signer(clock: clock, cache: false)
+    expiry = ->(at) { url_expiry(uncached.signed_url(**request.except(:expires_in), expires_at: at)) }
+    expect(expiry.(Time.at(CACHE_EPOCH + 600))).to eq(CACHE_EPOCH + 600)
+    expect(expiry.(Time.at(CACHE_EPOCH + 600, 1, :nsec))).to eq(CACHE_EPOCH + 601)
+    expect(expiry.(Time.at(CACHE_EPOCH + 600, 999_999_999, :nsec).localtime("-07:00"))).to eq(CACHE_EPOCH + 601)
+  end
+
   [:v2, :v4].each do |version|
     it "keeps every #{version} URL's own expiry within [asked, asked + E]" do
       rng = Random.new(42)

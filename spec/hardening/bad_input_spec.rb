@@ -89,6 +89,7 @@ RSpec.describe "bad input" do
       "an expires_at String" => { expires_in: nil, expires_at: "2030-01-01" },
       "an expires_at NaN" => { expires_in: nil, expires_at: Float::NAN },
       "an expires_at a century away (V2)" => { expires_in: nil, expires_at: Time.now + (100 * 365 * 86_400), version: :v2 },
+      "an expires_at Time beyond the C time range" => { expires_in: nil, expires_at: Time.at(2**70) },
       "a timestamp before 1970" => { timestamp: -1 },
       "a timestamp after 9999" => { timestamp: 253_402_300_800 },
       "a bignum timestamp" => { timestamp: 2**70 },

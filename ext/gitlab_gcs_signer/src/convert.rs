@@ -367,14 +367,13 @@ fn epoch(ruby: &Ruby, value: Value, name: &str, round_up: bool) -> Result<f64, E
     {
         value = value.funcall("to_time", ())?;
     }
-    if value.is_kind_of(ruby.class_time()) {
-        let secs: i64 = value.funcall("to_i", ())?;
-        let nsec: i64 = if round_up {
-            value.funcall("nsec", ())?
-        } else {
-            0
-        };
-        return Ok((secs + i64::from(nsec != 0)) as f64);
+    if let Some(time) = magnus::Time::from_value(value) {
+        // One C call (rb_time_timespec, protected), not `to_i` and `nsec`
+        // dispatched: this is on every cache hit. A Time beyond the C
+        // range raises Ruby's ArgumentError ("time out of range").
+        let spec = time.timespec()?;
+        let round = round_up && spec.tv_nsec != 0;
+        return Ok((spec.tv_sec + i64::from(round)) as f64);
     }
     if value.is_kind_of(ruby.class_numeric()) {
         return number(ruby, value, name);
