@@ -266,7 +266,10 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
       define_method(:process_signer) { |**options| super(on: on, **options) }
 
       it "keeps signing through an outage, skips Redis while the breaker is open, and recovers" do
-        signer = process_signer(breaker_seconds: 1.0, timeout: 5)
+        # The breaker stays open 3 s: the ten signings below fit in that
+        # window on a loaded machine too (with 1 s it could lapse and open
+        # a second time).
+        signer = process_signer(breaker_seconds: 3.0, timeout: 5)
         objects = Array.new(12) { |i| "outage/#{i}.bin" }
         objects.each { |name| emulator.client.put_object(bucket, name, "x") }
         expect(gcs(download(signer, name: objects[0])).code).to eq("200")
@@ -282,7 +285,7 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
         expect(stats[:shared_skipped]).to be >= 8
 
         redis.start
-        sleep 1.1
+        wait_until("the breaker to close") { signer.stats[:shared_breaker_open].zero? }
         download(signer, name: objects[11])
         download(signer, name: objects[11], version: :v2)
         expect(signer.stats[:shared_writes]).to be >= 2
