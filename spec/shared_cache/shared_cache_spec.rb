@@ -186,13 +186,14 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
     def race(children, shared:)
       gate_r, gate_w = IO.pipe
       out_r, out_w = IO.pipe
+      now = Time.now.to_i # one clock reading for every child (see the one-process burst)
       pids = Array.new(children) do
         fork do
           gate_w.close
           out_r.close
           # Waiters wait up to 4 s for the lock holder's URL (the default
           # 1 s is short for six processes on a loaded machine).
-          signer = shared ? process_signer(wait: 4.0) : keyless_signer
+          signer = shared ? process_signer(wait: 4.0, clock: GitlabGcsSigner::Testing::ManualClock.new(now)) : keyless_signer
           gate_r.read
           url = download(signer)
           out_w.puts(JSON.generate("url" => url, "stats" => signer.stats))
