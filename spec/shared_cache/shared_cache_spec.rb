@@ -282,8 +282,13 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
 
       define_method(:process_signer) { |**options| super(on: on, **options) }
 
+      # The README's 0.2 s client timeouts. `slow` is 0.38 s, not the default
+      # 0.25 s: one call that times out takes 0.2 s plus however long a
+      # loaded machine takes to wake the thread, which passed 0.25 s on its
+      # own (see the read-and-lock example); two such calls take at least
+      # 0.4 s, over 0.38 s whatever the load.
       def store_patience
-        { timeout: 0.2, slow: 0.25 }
+        { timeout: 0.2, slow: 0.38 }
       end
 
       it "keeps signing through an outage, skips Redis while the breaker is open, and recovers" do
@@ -325,8 +330,9 @@ RSpec.describe GitlabGcsSigner::SharedCache, :emulator, :redis do
       end
 
       # Each call to a hung Redis ends at the client's 0.2 s timeout, which
-      # RedisCacheStore turns into nil or false: under the 0.25 s `slow`, so no
-      # single call counts. The read and the lock together do.
+      # RedisCacheStore turns into nil or false: under `slow` (0.38 s here),
+      # so no single call counts. The read and the lock together (at least
+      # 0.4 s) do.
       it "stops waiting on a hung Redis after the first miss's read and lock" do
         signer = process_signer(breaker_seconds: 30, timeout: 5)
         redis.hung do
