@@ -13,9 +13,11 @@
 #
 # Each run is a process forked from this one (which never signs into IAM's
 # slow answer): it starts the other waiting threads, tells the parent it is
-# ready, and its main thread signs. The parent notes CLOCK_MONOTONIC (shared
-# by the processes of one machine), sends the signal, and the child reports
-# when the exception arrived. The baseline rows run the same with the signal
+# ready, and its main thread signs. The parent waits until the emulator has
+# every one of the child's signBlob calls (so the main thread is inside its
+# call, whatever the machine's load), notes CLOCK_MONOTONIC (shared by the
+# processes of one machine), sends the signal (or tells the child's raising
+# thread to go), and the child reports when the exception arrived. The baseline rows run the same with the signal
 # watcher (lib/gitlab_gcs_signer/signal_watch.rb) switched off in the child,
 # as the gem was before it: the signal then waits for the calls' deadline
 # (timeout: DEADLINE).
@@ -45,10 +47,10 @@ module Bench
     def initialize
       # Quiet: the children exit without closing their connections, which
       # WEBrick logs as resets.
-      emulator = GitlabGcsSigner::Emulator::Process.start(err: File::NULL)
-      @signer = GitlabGcsSigner::Signer.new(metadata_host: emulator.host, iam_endpoint: emulator.url, timeout: DEADLINE)
+      @emulator = GitlabGcsSigner::Emulator::Process.start(err: File::NULL)
+      @signer = GitlabGcsSigner::Signer.new(metadata_host: @emulator.host, iam_endpoint: @emulator.url, timeout: DEADLINE)
       @signer.email # token and email in hand: the runs wait in signBlob only
-      emulator.configure("iam" => { "latency_ms" => 15_000 })
+      @emulator.configure("iam" => { "latency_ms" => 15_000 })
       @object = 0
     end
 
@@ -77,18 +79,25 @@ module Bench
       base = (@object += 10)
       ready_r, ready_w = IO.pipe
       done_r, done_w = IO.pipe
+      go_r, go_w = IO.pipe
+      calls = sign_blob_calls
       pid = fork do
         ready_r.close
         done_r.close
-        child(how, in_gem, idle, watcher, base, ready_w, done_w)
+        go_w.close
+        child(how, in_gem, idle, watcher, base, ready_w, done_w, go_r)
       end
-      ready_w.close
-      done_w.close
+      [ready_w, done_w, go_r].each(&:close)
       raise "child did not get ready" unless ready_r.wait_readable(10) && ready_r.gets
 
-      sleep 0.1 # the main thread is inside the call by now
+      until_on_the_wire(calls + in_gem) # the main thread is inside its call
       sent = Bench.monotonic
-      Process.kill(how, pid) unless how == "raise"
+      if how == "raise"
+        go_w.puts("go")
+        go_w.flush
+      else
+        Process.kill(how, pid)
+      end
       note = done_r.wait_readable(DEADLINE + 10) && done_r.gets
       Process.kill("KILL", pid) unless note
       Process.wait(pid)
@@ -99,10 +108,21 @@ module Bench
 
       caught - (how == "raise" ? raised_at : sent)
     ensure
-      [ready_r, done_r].each { |io| io&.close unless io&.closed? }
+      [ready_r, done_r, go_w].each { |io| io&.close unless io&.closed? }
     end
 
-    def child(how, in_gem, idle, watcher, base, ready, done)
+    def sign_blob_calls
+      @emulator.client.stats["sign_blob_calls"]
+    end
+
+    # Waits until the emulator has received +count+ signBlob calls in all.
+    def until_on_the_wire(count)
+      deadline = Bench.monotonic + 10
+      sleep 0.005 until sign_blob_calls >= count || Bench.monotonic > deadline
+      raise "the child's #{count} signBlob calls did not reach the emulator within 10 s" if sign_blob_calls < count
+    end
+
+    def child(how, in_gem, idle, watcher, base, ready, done, go)
       unless watcher
         watch = GitlabGcsSigner::SignalWatch.singleton_class
         watch.send(:remove_method, :start)
@@ -111,12 +131,12 @@ module Bench
       sign = ->(n) { @signer.signed_url(bucket: "b", object: "interrupt/#{base + n}", expires_in: 600) }
       idle.times { Thread.new { sleep } }
       (in_gem - 1).times { |n| Thread.new { sign.call(n + 1) rescue nil } } # rubocop:disable Style/RescueModifier
-      sleep 0.2
+      sleep 0.2 # the other threads settle (idle ones asleep) as in a running worker
       main = Thread.current
       raised_at = nil
       if how == "raise"
         Thread.new do
-          sleep 0.3
+          go.gets # the parent saw the main thread's call at the emulator
           raised_at = Bench.monotonic
           main.raise(::Interrupt)
         end

@@ -287,14 +287,25 @@ mod tests {
     fn concurrent_callers_share_one_run() {
         let flights: Arc<SingleFlight<String, u64>> = Arc::new(SingleFlight::new());
         let runs = Arc::new(AtomicU64::new(0));
+        // The run ends once all eight callers hold a ticket (at most 10 s),
+        // not after a fixed 100 ms that a thread started late on a loaded
+        // machine could miss (it would then start a second run).
+        let joined = Arc::new(AtomicU64::new(0));
         let threads: Vec<_> = (0..8)
             .map(|_| {
-                let (flights, runs) = (flights.clone(), runs.clone());
+                let (flights, runs, joined) = (flights.clone(), runs.clone(), joined.clone());
                 std::thread::spawn(move || {
+                    let all_in = joined.clone();
                     let ticket = flights.join("k", Policy::CancelUnwatched, || async move {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                        while all_in.load(Ordering::SeqCst) < 8
+                            && tokio::time::Instant::now() < deadline
+                        {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
                         Ok(runs.fetch_add(1, Ordering::SeqCst) + 1)
                     });
+                    joined.fetch_add(1, Ordering::SeqCst);
                     block(ticket.wait()).unwrap()
                 })
             })
@@ -309,8 +320,10 @@ mod tests {
     #[test]
     fn failures_reach_every_waiter_and_are_not_kept() {
         let flights: SingleFlight<String, u8> = SingleFlight::new();
+        // 500 ms: `b` joins while `a` runs even if this thread is held up
+        // between the two joins on a loaded machine.
         let a = flights.join("k", Policy::RunToEnd, || async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             Err(Error::internal("boom"))
         });
         let b = flights.join("k", Policy::RunToEnd, || async { Ok(1) });
@@ -361,8 +374,10 @@ mod tests {
     #[test]
     fn a_caller_that_joins_before_the_cancel_keeps_the_flight() {
         let flights: SingleFlight<String, u8> = SingleFlight::new();
+        // 500 ms: `second` joins while `first` runs even if this thread is
+        // held up between the two joins on a loaded machine.
         let first = flights.join("k", Policy::CancelUnwatched, || async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             Ok(9)
         });
         let second = flights.join("k", Policy::CancelUnwatched, || async { Ok(0) });

@@ -84,7 +84,10 @@ RSpec.describe "signed-URL cache with signBlob", :cache, :emulator do
 
   describe "failures" do
     it "fails every waiter with one call, caches nothing, and recovers" do
-      emulator.configure("deny_sign_blob" => true, "iam" => { "latency_ms" => 600 })
+      # The denial comes after 1.5 s: the six threads join the one call
+      # even when a loaded machine starts them slowly (a thread arriving
+      # after the failure would make a second call).
+      emulator.configure("deny_sign_blob" => true, "iam" => { "latency_ms" => 1500 })
       signer = keyless_signer(clock: clock)
       signer.email
       results = Array.new(6) do

@@ -102,13 +102,13 @@ RSpec.describe "emulated IAM Credentials signBlob" do
   end
 
   it "serves concurrent calls in parallel and records the peak in flight" do
-    emulator.configure("iam" => { "latency_ms" => 200 })
+    emulator.configure("iam" => { "latency_ms" => 500 })
     token = fetch_token
     started = GitlabGcsSigner::Emulator.monotonic
     codes = Array.new(16) { Thread.new { sign_blob(payload, token: token).code } }.map(&:value)
     elapsed = GitlabGcsSigner::Emulator.monotonic - started
     expect(codes.uniq).to eq(["200"])
-    expect(elapsed).to be < 16 * 0.2 / 2 # serial would take 3.2 s
+    expect(elapsed).to be < 16 * 0.5 / 2 # serial would take 8 s
     expect(emulator.stats["sign_blob_max_in_flight"]).to be >= 8
   end
 end

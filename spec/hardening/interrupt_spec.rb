@@ -25,19 +25,25 @@ RSpec.describe "interrupting threads that wait in the gem", :emulator do
   it "runs one signal watcher while threads wait in the gem, and none once they are done" do
     signer = keyless_signer(timeout: 5)
     signer.email
-    emulator.configure("iam" => { "latency_ms" => 400 })
+    # Each signBlob waits 1.5 s: the spec looks while the threads wait
+    # (they are at signBlob once the emulator counted their calls).
+    emulator.configure("iam" => { "latency_ms" => 1500 })
     expect(until_no_watcher).to be_empty
     waiting = Array.new(3) { |i| Thread.new { signer.signed_url(bucket: "b", object: "watch/#{i}", expires_in: 600) } }
-    sleep 0.2
+    wait_until("three threads waiting on signBlob") { emulator.stats["sign_blob_calls"] == 3 }
+    wait_until("the watcher thread running") { watchers.any? } # it names itself once it runs
     expect(watchers.size).to eq(1)
     waiting.each { |t| expect(t.value).to include("X-Goog-Signature=") }
     expect(until_no_watcher).to be_empty
     # A killed watcher is replaced by the next wait.
     slow = Thread.new { signer.signed_url(bucket: "b", object: "watch/again", expires_in: 600) }
-    sleep 0.2
+    wait_until("a thread waiting on signBlob") { emulator.stats["sign_blob_calls"] == 4 }
+    wait_until("the watcher thread running") { watchers.any? }
+    expect(watchers.size).to eq(1)
     watchers.each(&:kill).each(&:join)
     again = Thread.new { signer.signed_url(bucket: "b", object: "watch/third", expires_in: 600) }
-    sleep 0.2
+    wait_until("another thread waiting on signBlob") { emulator.stats["sign_blob_calls"] == 5 }
+    wait_until("a new watcher thread running") { watchers.any? }
     expect(watchers.size).to eq(1)
     [slow, again].each { |t| expect(t.value).to include("X-Goog-Signature=") }
   end

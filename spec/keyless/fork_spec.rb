@@ -59,7 +59,7 @@ RSpec.describe "keyless signing across fork", :emulator do
     signer.signed_url(**request, object: "warm-up")
     emulator.configure("iam" => { "latency_ms" => 1500 })
     busy = Thread.new { signer.signed_url(**request, object: "in-flight") }
-    sleep 0.3 # the parent's signBlob is on the wire
+    wait_until("the parent's signBlob on the wire") { emulator.stats["sign_blob_calls"] == 2 }
 
     status, child = in_child(timeout: 20) do
       { "same_key" => signer.signed_url(**request, object: "in-flight"),

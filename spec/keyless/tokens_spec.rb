@@ -35,11 +35,13 @@ RSpec.describe "keyless access tokens", :emulator do
       signer = signer_on(own)
       signer.signed_url(bucket: "b", object: "first", expires_in: 600)
       expect(own.stats["token_requests"]).to eq(1)
-      # The refresh is slow; nobody waits for it.
-      own.configure("metadata" => { "latency_ms" => 3000 })
+      # The refresh is slow (4.5 s, under the metadata client's 5 s attempt
+      # timeout); nobody waits for it: a caller that did would take 4.5 s.
+      own.configure("metadata" => { "latency_ms" => 4500 })
       urls, elapsed = timed { sign_many([signer], threads: 4, per_thread: 5, prefix: "window") }
       expect(urls.uniq.size).to eq(20)
-      expect(elapsed).to be < 2.5
+      expect(elapsed).to be < 3.5
+      wait_until("the background refresh at the metadata server") { own.stats["token_requests"] >= 2 }
       expect(own.stats["token_requests"]).to eq(2)
       expect(own.stats["sign_blob_ok"]).to eq(21)
     end
@@ -80,14 +82,15 @@ RSpec.describe "keyless access tokens", :emulator do
     with_own_emulator do |own|
       signer = signer_on(own, timeout: 8)
       signer.signed_url(bucket: "b", object: "x", expires_in: 600)
-      # Each signBlob answer takes 1 s; the token is revoked before the
-      # first answer (t=0) and again while the second request, made with
-      # the token fetched at t=1 s, waits for its answer (t=1.5 s).
-      own.configure("iam" => { "latency_ms" => 1000 })
+      # Each signBlob answer takes 1.5 s (the token is checked when it
+      # answers); the token is revoked before the first request and again
+      # once the second request, made with the token fetched after the
+      # first 401, is waiting for its answer.
+      own.configure("iam" => { "latency_ms" => 1500 })
       own.revoke_tokens!
       attempt = Thread.new { signer.signed_url(bucket: "b", object: "y", expires_in: 600) }
       attempt.report_on_exception = false
-      sleep 1.5
+      wait_until("the retry with the fresh token at signBlob") { own.stats["sign_blob_calls"] == 3 }
       own.revoke_tokens!
       expect { attempt.value }.to raise_error(GitlabGcsSigner::AuthenticationError, /freshly fetched access token/)
       expect(own.stats["sign_blob_errors"]).to eq("401" => 2)

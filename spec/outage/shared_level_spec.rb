@@ -19,10 +19,13 @@ RSpec.describe "outages with the shared cache level", :emulator, :redis do
     emulator.client.put_object(bucket, object, "pdf")
   end
 
-  # One Puma process: its own local cache, its own store connection.
+  # One Puma process: its own local cache, its own store connection. The
+  # store gets 2 s before a call counts as failed (the README's 0.2 s client
+  # timeouts and 0.25 s `slow` could open the breaker on a loaded machine;
+  # these examples are about IAM failing, not Redis).
   def process_signer(**options)
-    keyless_signer(shared_cache: GitlabGcsSigner::SharedCache.new(redis.cache_store), clock: clock, timeout: 1.5,
-                   **options)
+    shared = GitlabGcsSigner::SharedCache.new(redis.cache_store(timeout: 2.0), slow: 2.0)
+    keyless_signer(shared_cache: shared, clock: clock, timeout: 1.5, **options)
   end
 
   def stored

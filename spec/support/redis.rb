@@ -70,25 +70,26 @@ class RedisServer
   # README "Shared cache"). on: :client gives the store one raw Redis client
   # instead of a pool. (Letting the store build its own pool from `url:`
   # breaks on ActiveSupport 7.2 with connection_pool 3, rails/rails#56461;
-  # GitLab does not do that.)
-  def cache_store(on: :pool, **options)
+  # GitLab does not do that.) +timeout+ is the clients' connect, read and
+  # write timeout.
+  def cache_store(on: :pool, timeout: 0.2, **options)
     require "active_support"
     require "active_support/cache"
     require "active_support/cache/redis_cache_store"
     redis = case on
             when :pool
               require "connection_pool"
-              ConnectionPool.new(size: 5, timeout: 5) { redis_client }
-            when :client then redis_client
+              ConnectionPool.new(size: 5, timeout: 5) { redis_client(timeout: timeout) }
+            when :client then redis_client(timeout: timeout)
             else raise ArgumentError, "on: :pool or :client"
             end
     ActiveSupport::Cache::RedisCacheStore.new(redis: redis, pool: false, **options)
   end
 
   # A Redis client as the store's (short timeouts, no reconnect attempts).
-  def redis_client
+  def redis_client(timeout: 0.2)
     require "redis"
-    Redis.new(url: url, connect_timeout: 0.2, read_timeout: 0.2, write_timeout: 0.2, reconnect_attempts: 0)
+    Redis.new(url: url, connect_timeout: timeout, read_timeout: timeout, write_timeout: timeout, reconnect_attempts: 0)
   end
 
   # A plain client for inspecting what the store wrote.
