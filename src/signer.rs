@@ -1006,6 +1006,15 @@ mod tests {
         assert_eq!(Stats::get(&s.inner.stats.coalesced), 1);
     }
 
+    /// Polls `done` until it holds; fails naming `what` after `within`.
+    fn wait_for(what: &str, within: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + within;
+        while !done() {
+            assert!(Instant::now() < deadline, "still waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// A signBlob-like signer for tests: it fails with `fail` while that is
     /// set, and with a `gate`, each call waits until the gate lets it in.
     #[derive(Debug, Default)]
@@ -1073,19 +1082,17 @@ mod tests {
             .plan(req(Version::V4, "o"), Expiry::At(first), None)
             .unwrap()
             .key;
-        let wait = |what: &str, done: &dyn Fn() -> bool| {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !done() {
-                assert!(Instant::now() < deadline, "{what}");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        };
+        let ten_s = Duration::from_secs(10);
         let a = call(first);
-        wait("first flight", &|| blob.calls.load(Ordering::SeqCst) == 1);
+        wait_for("first flight", ten_s, || {
+            blob.calls.load(Ordering::SeqCst) == 1
+        });
         let b = call(second);
-        wait("second miss", &|| Stats::get(&s.inner.stats.misses) == 2);
+        wait_for("second miss", ten_s, || {
+            Stats::get(&s.inner.stats.misses) == 2
+        });
         // The second caller is in the flight table (joined) or has passed it.
-        wait("second join", &|| {
+        wait_for("second join", ten_s, || {
             Stats::get(&s.inner.stats.coalesced) == 1 || blob.calls.load(Ordering::SeqCst) == 2
         });
         blob.gate.as_ref().expect("gated").add_permits(2);
@@ -1397,11 +1404,9 @@ mod tests {
         for _ in 0..5 {
             assert!(answer(&s, "o").unwrap().stale.is_none());
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while s.take_refreshed().is_empty() {
-            assert!(Instant::now() < deadline, "no refresh landed");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for("a refresh to land", Duration::from_secs(5), || {
+            !s.take_refreshed().is_empty()
+        });
         assert_eq!(Stats::get(&s.inner.stats.refreshes), 1);
         assert_eq!(blob.calls.load(Ordering::SeqCst), 2);
         // 60 s after the first signing the old entry no longer serves; the
@@ -1422,29 +1427,20 @@ mod tests {
         let first = answer(&s, "o").unwrap().entry;
         clock.advance_micros(46_000_000); // 14 s of slack: due
         answer(&s, "o").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while s.take_refreshed().is_empty() {
-            assert!(Instant::now() < deadline, "no refresh landed");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let five_s = Duration::from_secs(5);
+        wait_for("a refresh to land", five_s, || {
+            !s.take_refreshed().is_empty()
+        });
         assert_eq!(blob.calls.load(Ordering::SeqCst), 2);
         // the late hit: what it looked up was `first`
         let cache = s.inner.cache.as_ref().unwrap();
         let plan = s
             .plan(req(Version::V4, "o"), Expiry::In(600.0), None)
             .unwrap();
-        while cache.flights().is_running(plan.key.as_str()) {
-            assert!(
-                Instant::now() < deadline,
-                "the refresh did not leave the table"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let flying = || cache.flights().is_running(plan.key.as_str());
+        wait_for("the refresh to leave the table", five_s, || !flying());
         s.inner.clone().refresh_ahead(cache, &plan, &first);
-        while cache.flights().is_running(plan.key.as_str()) {
-            assert!(Instant::now() < deadline, "the late refresh did not end");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for("the late refresh to end", five_s, || !flying());
         assert_eq!(blob.calls.load(Ordering::SeqCst), 2);
         assert_eq!(Stats::get(&s.inner.stats.refreshes), 1);
     }
