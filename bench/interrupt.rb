@@ -17,9 +17,10 @@
 # every one of the child's signBlob calls (so the main thread is inside its
 # call, whatever the machine's load), notes CLOCK_MONOTONIC (shared by the
 # processes of one machine), sends the signal (or tells the child's raising
-# thread to go), and the child reports when the exception arrived. The baseline rows run the same with the signal
-# watcher (lib/gitlab_gcs_signer/signal_watch.rb) switched off in the child,
-# as the gem was before it: the signal then waits for the calls' deadline
+# thread to go), and the child reports when the exception arrived. The
+# baseline rows run the same with the signal watcher
+# (lib/gitlab_gcs_signer/signal_watch.rb) switched off in the child, as the
+# gem was before it: the signal then waits for the calls' deadline
 # (timeout: DEADLINE).
 
 require_relative "support"
@@ -48,7 +49,8 @@ module Bench
       # Quiet: the children exit without closing their connections, which
       # WEBrick logs as resets.
       @emulator = GitlabGcsSigner::Emulator::Process.start(err: File::NULL)
-      @signer = GitlabGcsSigner::Signer.new(metadata_host: @emulator.host, iam_endpoint: @emulator.url, timeout: DEADLINE)
+      @signer = GitlabGcsSigner::Signer.new(metadata_host: @emulator.host, iam_endpoint: @emulator.url,
+                                            timeout: DEADLINE)
       @signer.email # token and email in hand: the runs wait in signBlob only
       @emulator.configure("iam" => { "latency_ms" => 15_000 })
       @object = 0
